@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what wren's build, demo and tests need on a fresh Debian machine.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+packages=(runc crun containerd criu busybox-static)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's containerd package may start a system daemon; wren's tests never use it (each test
+# runs a private containerd), so it is left as it is.
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install a Rust toolchain (rustup) first" >&2; exit 1; }
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
