@@ -1,0 +1,288 @@
+//! The long-lived daemon: set up the process, start the threads, serve until shutdown.
+//!
+//! Threads: "reaper" (signals and exits), "publisher" (events), and the ttrpc server's
+//! listener, connection and worker threads. The main thread only waits for the shutdown
+//! trigger, then stops accepting, flushes the events and removes the socket.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::socket::{getsockname, UnixAddr};
+use ttrpc::Server;
+
+use crate::flags::Flags;
+use crate::launch::LISTENER_FD;
+use crate::logger::{StderrLogger, Verbosity};
+use crate::publisher::Publisher;
+use crate::reaper::{register_signals, start_reaper, Monitor};
+use crate::runtime::{Runtime, ShimContext, TaskAdapter, TaskService};
+use crate::shutdown::{ShutdownReason, ShutdownTrigger};
+use crate::socket::{address_path, claim, Claim};
+use crate::start_input::StartInput;
+
+/// How long shutdown waits for queued events to reach containerd.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors that keep the daemon from serving.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A reaper or signal setup step failed.
+    #[error(transparent)]
+    Reaper(#[from] crate::reaper::ReaperError),
+    /// The publisher could not start.
+    #[error(transparent)]
+    Publisher(#[from] crate::publisher::PublisherError),
+    /// The logger could not be installed.
+    #[error(transparent)]
+    Logger(#[from] crate::logger::LoggerError),
+    /// `PR_SET_CHILD_SUBREAPER` failed.
+    #[error("failed to become a child subreaper")]
+    Subreaper(#[source] nix::Error),
+    /// The working directory (the bundle) is unknown.
+    #[error("failed to get the working directory")]
+    Cwd(#[source] io::Error),
+    /// An fd redirection step failed.
+    #[error("failed to redirect {what}")]
+    Redirect {
+        /// Which descriptor.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// fd 3 is not a unix socket and no `-socket` was given.
+    #[error("fd 3 is not a listening unix socket")]
+    NoListener(#[source] nix::Error),
+    /// `-socket` is not a `unix://` path.
+    #[error("unsupported socket address {address}")]
+    SocketAddress {
+        /// The address given.
+        address: String,
+    },
+    /// `-socket` could not be bound.
+    #[error(transparent)]
+    Socket(#[from] crate::socket::SocketError),
+    /// `-socket` is already served by a live shim.
+    #[error("socket {path} is already served")]
+    SocketInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The runtime failed to build its service.
+    #[error("failed to create runtime {name}")]
+    NewRuntime {
+        /// The runtime name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The ttrpc server failed to start.
+    #[error("failed to start the ttrpc server")]
+    Serve(#[source] ttrpc::Error),
+}
+
+/// The daemon's listening socket, owned, with the path to remove on exit.
+struct Listener {
+    fd: OwnedFd,
+    path: Option<PathBuf>,
+}
+
+/// Runs the daemon until it is shut down.
+///
+/// # Errors
+/// Any setup failure; once serving, only shutdown ends it.
+pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
+    // Before any thread exists, so that every thread inherits the handlers' effect.
+    let signals = register_signals()?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(DaemonError::Subreaper)?;
+    let stdin = read_options_pipe();
+    redirect_stdio()?;
+    let verbosity = if flags.debug {
+        Verbosity::Debug
+    } else {
+        Verbosity::Info
+    };
+    StderrLogger::install(verbosity, &flags.namespace, &flags.id)?;
+    let input = StartInput::decode(&stdin, &flags.namespace, &flags.id).unwrap_or_else(|error| {
+        // start decoded the same bytes already; this cannot fail unless they changed.
+        log::warn!("ignoring undecodable runtime options: {error}");
+        StartInput::Empty
+    });
+
+    let monitor = Monitor::new();
+    let (shutdown, shutdown_requested) = ShutdownTrigger::new();
+    let on_signal = shutdown.clone();
+    start_reaper(Arc::clone(&monitor), signals, move || {
+        on_signal.trigger(ShutdownReason::Signal);
+    })?;
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS")
+        .ok()
+        .or_else(|| input.ttrpc_address().map(str::to_owned))
+        .unwrap_or_else(|| format!("{}.ttrpc", flags.address));
+    let (publisher, _publisher_thread) = Publisher::start(&ttrpc_address, &flags.namespace)?;
+    let listener = listener(flags)?;
+
+    let context = ShimContext {
+        namespace: flags.namespace.clone(),
+        id: flags.id.clone(),
+        bundle: std::env::current_dir().map_err(DaemonError::Cwd)?,
+        address: flags.address.clone(),
+        ttrpc_address,
+        verbosity,
+        runtime_options: input.runtime_options().cloned(),
+        publisher: publisher.clone(),
+        monitor,
+        shutdown: shutdown.clone(),
+    };
+    let service = Arc::new(R::new(context).map_err(|source| DaemonError::NewRuntime {
+        name: R::NAME,
+        source: Box::new(source),
+    })?);
+    let adapter = Arc::new(TaskAdapter::new(Arc::clone(&service), shutdown));
+    let server = start_server(&listener, adapter)?;
+    log::info!("serving {} as {}", R::NAME, flags.id);
+
+    let reason = shutdown_requested.recv().unwrap_or(ShutdownReason::Runtime);
+    shut_down(reason, server, &publisher, service.as_ref(), listener);
+    Ok(())
+}
+
+/// Stops accepting, flushes queued events (bounded), tells the runtime, removes the socket.
+/// Existing connections die with the process.
+fn shut_down<S: TaskService>(
+    reason: ShutdownReason,
+    server: Server,
+    publisher: &Publisher,
+    service: &S,
+    listener: Listener,
+) {
+    log::info!("shutting down: {reason:?}");
+    let _stopped = server.stop_listen();
+    if !publisher.flush(FLUSH_TIMEOUT) {
+        log::error!("events still queued after {FLUSH_TIMEOUT:?}: exiting anyway");
+    }
+    service.on_shutdown(reason);
+    if let Some(path) = &listener.path {
+        if let Err(error) = std::fs::remove_file(path) {
+            log::warn!("failed to remove socket {}: {error}", path.display());
+        }
+    }
+    drop(listener.fd);
+}
+
+fn start_server(
+    listener: &Listener,
+    adapter: Arc<dyn wren_shim_protocol::task_ttrpc::Task + Send + Sync>,
+) -> Result<Server, DaemonError> {
+    // Per connection, keep one idle worker beyond those blocked in Wait: containerd holds one
+    // Wait per process, and a fixed pool would let them starve every other call.
+    let mut server = Server::new()
+        .add_listener(listener.fd.as_raw_fd())
+        .map_err(DaemonError::Serve)?
+        .register_service(wren_shim_protocol::task_service::create_task_v2_and_v3(
+            adapter,
+        ))
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(3);
+    server.start().map_err(DaemonError::Serve)?;
+    Ok(server)
+}
+
+/// The options `start` passes through a pipe on stdin; nothing when stdin is not a pipe
+/// (a daemon started by hand).
+fn read_options_pipe() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let stdin = io::stdin();
+    let is_pipe = nix::sys::stat::fstat(stdin.as_raw_fd())
+        .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if is_pipe {
+        // A short read only loses options that Create carries again.
+        let _ = stdin.lock().read_to_end(&mut bytes);
+    }
+    bytes
+}
+
+/// fds 0 and 1 to /dev/null; fd 2 to containerd's `log` FIFO (or /dev/null without one).
+fn redirect_stdio() -> Result<(), DaemonError> {
+    let redirect_error = |what| move |source| DaemonError::Redirect { what, source };
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(redirect_error("stdin"))?;
+    dup_onto(&null, 0).map_err(redirect_error("stdin"))?;
+    dup_onto(&null, 1).map_err(redirect_error("stdout"))?;
+    let log = open_log_fifo(Path::new("log")).map_err(redirect_error("stderr"))?;
+    dup_onto(log.as_ref().unwrap_or(&null), 2).map_err(redirect_error("stderr"))?;
+    Ok(())
+}
+
+fn dup_onto(file: &File, target: i32) -> io::Result<()> {
+    nix::unistd::dup2(file.as_fd().as_raw_fd(), target)?;
+    Ok(())
+}
+
+/// Opens the `log` FIFO for writing if containerd holds its read end.
+///
+/// Non-blocking open so that a FIFO without a reader (ENXIO) cannot hang the daemon; the fd
+/// is then made blocking so that log lines are never dropped on a full pipe.
+fn open_log_fifo(path: &Path) -> io::Result<Option<File>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_fifo() => {}
+        Ok(_) => return Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    let file = match File::options()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?;
+    let blocking = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(blocking))?;
+    Ok(Some(file))
+}
+
+/// The listener: `-socket` if given, else the fd 3 that `start` passed.
+fn listener(flags: &Flags) -> Result<Listener, DaemonError> {
+    if let Some(address) = &flags.socket {
+        let path = address_path(address).ok_or_else(|| DaemonError::SocketAddress {
+            address: address.clone(),
+        })?;
+        return match claim(path)? {
+            Claim::Listening(listener) => Ok(Listener {
+                fd: UnixListener::into(listener),
+                path: Some(path.to_owned()),
+            }),
+            Claim::AlreadyServed => Err(DaemonError::SocketInUse {
+                path: path.to_owned(),
+            }),
+        };
+    }
+    let address: UnixAddr = getsockname(LISTENER_FD).map_err(DaemonError::NoListener)?;
+    // SAFETY: fd 3 was placed by `start` for this process alone (getsockname just proved it
+    // is an open unix socket); nothing else in the process refers to it, so taking ownership
+    // here cannot double-close or alias it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
+    // The exec cleared CLOEXEC on purpose; children (runc, loggers) must not inherit it.
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(DaemonError::NoListener)?;
+    Ok(Listener {
+        fd,
+        path: address.path().map(Path::to_owned),
+    })
+}
