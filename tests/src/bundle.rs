@@ -12,15 +12,50 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Applets linked into every test rootfs.
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "sleep", "true", "false", "dd", "head", "tail", "ls", "kill", "ps", "env",
-    "id", "test", "stty", "wc", "sha256sum", "md5sum", "yes", "tr", "printf", "seq", "mkdir", "rm",
-    "touch", "grep", "hostname", "nproc", "stat", "readlink", "timeout", "tee", "sync",
+    "sh",
+    "echo",
+    "cat",
+    "sleep",
+    "true",
+    "false",
+    "dd",
+    "head",
+    "tail",
+    "ls",
+    "kill",
+    "ps",
+    "env",
+    "id",
+    "test",
+    "stty",
+    "wc",
+    "sha256sum",
+    "md5sum",
+    "yes",
+    "tr",
+    "printf",
+    "seq",
+    "mkdir",
+    "rm",
+    "touch",
+    "grep",
+    "hostname",
+    "nproc",
+    "stat",
+    "readlink",
+    "timeout",
+    "tee",
+    "sync",
 ];
 
 /// A process-wide unique id with a readable prefix, usable as container id.
 pub fn unique_id(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Creates `<dir>/rootfs` holding busybox-static and its applets; returns the rootfs path.
@@ -53,7 +88,10 @@ impl Bundle {
     pub fn new(dir: &Path, args: &[&str]) -> Self {
         fs::create_dir_all(dir).expect("create bundle dir");
         busybox_rootfs(dir);
-        let bundle = Self { path: dir.to_path_buf(), spec: default_spec(args) };
+        let bundle = Self {
+            path: dir.to_path_buf(),
+            spec: default_spec(args),
+        };
         bundle.save();
         bundle
     }

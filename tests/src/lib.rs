@@ -5,9 +5,11 @@
 //! green by skipping.
 
 pub mod bundle;
+pub mod containerd;
 pub mod leaks;
 pub mod skip;
 
 pub use bundle::{busybox_rootfs, unique_id, Bundle};
+pub use containerd::{Containerd, Runtime};
 pub use leaks::{open_fds, workspace_bin};
 pub use skip::{is_root, skip};

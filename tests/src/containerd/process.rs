@@ -1,0 +1,174 @@
+//! Child processes with a deadline, and what `/proc` says about other processes.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` with stdout and stderr captured; kills it and panics if it outlives `deadline`.
+///
+/// The output is drained by two threads while this one polls `try_wait`, so a child that
+/// writes a lot cannot block on a full pipe, and a hung child is killed through its
+/// still-unreaped `Child` (never by a PID that might have been reused).
+pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let child = spawn_captured(cmd);
+    finish(cmd, child, deadline)
+}
+
+/// Like [`run_with_deadline`], with `input` written to the child's stdin; `before_eof` runs
+/// once it is all written, and stdin is closed only after it returns.
+pub fn run_with_input(
+    cmd: &mut Command,
+    input: &[u8],
+    before_eof: impl FnOnce(),
+    deadline: Duration,
+) -> Output {
+    let mut captured = spawn_captured(cmd.stdin(Stdio::piped()));
+    let mut stdin = captured.child.stdin.take().expect("stdin piped");
+    let input = input.to_vec();
+    let writer = thread::spawn(move || stdin.write_all(&input).map(|()| stdin));
+    let stdin = writer
+        .join()
+        .expect("stdin writer")
+        .expect("write child stdin");
+    before_eof();
+    drop(stdin);
+    finish(cmd, captured, deadline)
+}
+
+/// A spawned child whose stdout and stderr are being drained into memory.
+#[derive(Debug)]
+struct Captured {
+    child: Child,
+    stdout: thread::JoinHandle<Vec<u8>>,
+    stderr: thread::JoinHandle<Vec<u8>>,
+}
+
+fn spawn_captured(cmd: &mut Command) -> Captured {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let stdout = drain(child.stdout.take().expect("stdout piped"));
+    let stderr = drain(child.stderr.take().expect("stderr piped"));
+    Captured {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+fn finish(cmd: &Command, mut captured: Captured, deadline: Duration) -> Output {
+    let status = wait_with_deadline(cmd, &mut captured.child, deadline);
+    Output {
+        status,
+        stdout: captured.stdout.join().expect("stdout reader"),
+        stderr: captured.stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Reaps `child`; kills it (through its unreaped handle) and panics if it outlives `deadline`.
+pub(crate) fn wait_with_deadline(
+    cmd: &Command,
+    child: &mut Child,
+    deadline: Duration,
+) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait child") {
+            return status;
+        }
+        if Instant::now() > until {
+            child.kill().expect("kill hung child");
+            child.wait().expect("reap hung child");
+            panic!("{cmd:?} did not finish within {deadline:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        // A read error only truncates what the assertion message shows.
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// stdout and stderr of `output` as text, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "stdout: {:?} stderr: {:?}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A live (not zombie) process seen in `/proc`.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    /// Its PID.
+    pub pid: libc::pid_t,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Its environment (`NAME=value`).
+    pub environ: Vec<String>,
+}
+
+/// Every live process on the host. Zombies are left out: this VM's PID 1 does not reap
+/// orphans, so exited daemons stay as zombies of PID 1 that nobody here can clean up.
+pub(crate) fn live_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()?
+                .parse::<libc::pid_t>()
+                .ok()
+        })
+        .filter(|pid| !is_zombie(*pid))
+        .filter_map(|pid| {
+            let argv = nul_separated(&fs::read(format!("/proc/{pid}/cmdline")).ok()?);
+            let environ =
+                nul_separated(&fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+            Some(ProcInfo { pid, argv, environ })
+        })
+        .collect()
+}
+
+fn is_zombie(pid: libc::pid_t) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    stat.rsplit_once(')')
+        .map_or(true, |(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+}
+
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect()
+}
+
+/// Sends SIGKILL to `pid`, a process found in `/proc` that we did not spawn ourselves.
+pub(crate) fn sigkill(pid: libc::pid_t) {
+    // SAFETY: kill(2) touches no memory. `pid` was read from /proc moments ago and matched
+    // on our private socket path; the window for it to exit and be recycled is accepted
+    // because only processes holding that path (never reused) are ever targeted.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Whether `pid` still names a live process.
+pub(crate) fn is_alive(pid: libc::pid_t) -> bool {
+    !is_zombie(pid)
+}

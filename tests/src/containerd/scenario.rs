@@ -1,0 +1,213 @@
+//! Scenario building blocks: `ctr run` in its common shapes, specs for `ctr run --config`,
+//! task status polling and container removal.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::process::{drain, wait_with_deadline};
+use super::{Containerd, CTR_DEADLINE, STATE_DEADLINE};
+use crate::bundle::default_spec;
+
+/// How to shape the OCI spec written for `ctr run --config`.
+#[derive(Debug, Clone, Default)]
+pub struct SpecOptions {
+    /// Run in the host PID namespace, so the process is not PID 1 and default signal
+    /// actions apply (a PID 1 ignores SIGTERM unless it installs a handler).
+    pub host_pid_namespace: bool,
+    /// OCI annotations (`io.kubernetes.cri.sandbox-id`, ...).
+    pub annotations: Vec<(String, String)>,
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The byte count and sha256 of a command's stdout, hashed as it streams.
+#[derive(Debug)]
+pub struct StreamedOutput {
+    /// How the command exited.
+    pub status: ExitStatus,
+    /// Bytes read from its stdout.
+    pub len: u64,
+    /// Lowercase hex sha256 of its stdout.
+    pub sha256: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Containerd {
+    /// `ctr run` with this instance's runtime, `PATH`, FIFO dir and busybox rootfs, plus
+    /// `flags`. A `--rootfs` container gets no image env, so `PATH` must be set or runc
+    /// cannot find `sh`.
+    pub fn run_command(&self, flags: &[&str], id: &str, cmd: &[&str]) -> Command {
+        let fifo_dir = self.fifo_dir().display().to_string();
+        let rootfs = self.rootfs().display().to_string();
+        let mut args = vec![
+            "run",
+            "--runtime",
+            self.runtime().name(),
+            "--env",
+            "PATH=/bin",
+        ];
+        args.extend(["--fifo-dir", &fifo_dir]);
+        args.extend(flags);
+        args.extend(["--rootfs", &rootfs, id]);
+        args.extend(cmd);
+        self.ctr_command(&args)
+    }
+
+    /// `ctr run --rm … <id> <cmd…>`, attached, with stdin closed; returns its output.
+    pub fn run_rm(&self, id: &str, cmd: &[&str]) -> std::process::Output {
+        let mut command = self.run_command(&["--rm"], id, cmd);
+        super::run_with_deadline(command.stdin(Stdio::null()), super::CTR_DEADLINE)
+    }
+
+    /// `ctr run -d --null-io … <id> <cmd…>` plus `flags`; asserts it started and is RUNNING.
+    pub fn run_detached(&self, flags: &[&str], id: &str, cmd: &[&str]) {
+        let mut all_flags = vec!["-d", "--null-io"];
+        all_flags.extend(flags);
+        let mut command = self.run_command(&all_flags, id, cmd);
+        let output = super::run_with_deadline(command.stdin(Stdio::null()), super::CTR_DEADLINE);
+        self.expect_success(&output, &format!("ctr run -d {id}"));
+        self.wait_for_status(id, "RUNNING");
+    }
+
+    /// Writes a spec running `args` (busybox rootfs, cgroup `/<namespace>/<id>`) and starts it
+    /// detached with `ctr run -d --config`; asserts it is RUNNING.
+    pub fn run_spec_detached(&self, id: &str, args: &[&str], options: &SpecOptions) {
+        let spec_path = self.write_spec(id, args, options);
+        let spec = spec_path.display().to_string();
+        let run = [
+            "run",
+            "-d",
+            "--null-io",
+            "--runtime",
+            self.runtime().name(),
+            "--config",
+            &spec,
+            id,
+        ];
+        self.ctr_ok(&run);
+        self.wait_for_status(id, "RUNNING");
+    }
+
+    fn write_spec(&self, id: &str, args: &[&str], options: &SpecOptions) -> PathBuf {
+        let mut spec = default_spec(args);
+        spec["root"]["path"] = self.rootfs().display().to_string().into();
+        spec["linux"]["cgroupsPath"] = format!("/{}/{id}", self.namespace()).into();
+        if options.host_pid_namespace {
+            let namespaces = spec["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces array");
+            namespaces.retain(|ns| ns["type"] != "pid");
+        }
+        for (key, value) in &options.annotations {
+            spec["annotations"][key] = value.clone().into();
+        }
+        let path = self.scratch("specs").join(format!("{id}.json"));
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&spec).expect("serialize spec"),
+        )
+        .expect("write spec");
+        path
+    }
+
+    /// The `STATUS` column of `ctr task ls` for `id`, or `None` when there is no such task.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        let listing = self.ctr_ok(&["tasks", "ls"]);
+        listing.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&id)).then(|| fields.last().copied().unwrap_or("").to_owned())
+        })
+    }
+
+    /// Waits (bounded) until `ctr task ls` shows `id` with `status`.
+    pub fn wait_for_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + STATE_DEADLINE;
+        loop {
+            let seen = self.task_status(id);
+            if seen.as_deref() == Some(status) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never became {status}; last seen {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs task `id` if it runs, waits for STOPPED, then deletes task and container.
+    pub fn kill_and_remove(&self, id: &str) {
+        if self.task_status(id).as_deref() == Some("RUNNING") {
+            self.ctr_ok(&["tasks", "kill", "--signal", "SIGKILL", id]);
+        }
+        if self.task_status(id).is_some() {
+            self.wait_for_status(id, "STOPPED");
+            self.ctr_ok(&["tasks", "rm", id]);
+        }
+        self.ctr_ok(&["containers", "rm", id]);
+    }
+
+    /// Runs `cmd` (a `ctr` command, bounded by [`CTR_DEADLINE`]) with stdout hashed as it
+    /// streams, never held in memory; calls `at_len` once `len` bytes have arrived.
+    pub fn stream_sha256(
+        &self,
+        cmd: &mut Command,
+        len: u64,
+        at_len: impl FnOnce() + Send,
+    ) -> StreamedOutput {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn streamed command");
+        let stderr = drain(child.stderr.take().expect("stderr piped"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        std::thread::scope(|scope| {
+            let hashed = scope.spawn(move || hash_stream(stdout, len, at_len));
+            let status = wait_with_deadline(cmd, &mut child, CTR_DEADLINE);
+            let (received, sha256) = hashed.join().expect("stdout hasher");
+            let stderr = stderr.join().expect("stderr reader");
+            StreamedOutput {
+                status,
+                len: received,
+                sha256,
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            }
+        })
+    }
+}
+
+/// Hashes `stream` to EOF, calling `at_len` once `len` bytes have been read; returns the
+/// byte count and the hex sha256.
+fn hash_stream(mut stream: impl Read, len: u64, at_len: impl FnOnce()) -> (u64, String) {
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut at_len = Some(at_len);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = stream.read(&mut buf).expect("read streamed stdout");
+        if n == 0 {
+            return (received, hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+        received += u64::try_from(n).expect("usize fits u64");
+        if received >= len {
+            if let Some(at_len) = at_len.take() {
+                at_len();
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Bad input gets a clear error from ctr and leaves no shim, mount, cgroup or socket behind.
+
+use std::process::Output;
+
+use wren_tests::containerd::output_text;
+use wren_tests::{Containerd, Runtime};
+
+wren_tests::per_runtime!(
+    kill_of_unknown_task_is_not_found,
+    missing_command_fails_cleanly,
+    missing_runc_binary_fails_cleanly,
+    failed_exec_leaves_container_running,
+);
+
+fn assert_failed_with(output: &Output, needle: &str) {
+    assert!(
+        !output.status.success(),
+        "expected a failure: {}",
+        output_text(output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(needle),
+        "stderr should mention {needle:?}: {}",
+        output_text(output)
+    );
+}
+
+/// A failed `ctr run --rm` may leave the container record behind (it is deleted only
+/// when the task ran); remove it so the leak check covers what the shim left.
+fn remove_container_record(cd: &Containerd, id: &str) {
+    if cd
+        .ctr_ok(&["containers", "ls", "-q"])
+        .lines()
+        .any(|line| line == id)
+    {
+        cd.ctr_ok(&["containers", "rm", id]);
+    }
+}
+
+fn kill_of_unknown_task_is_not_found(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let output = cd.ctr(&["tasks", "kill", "--signal", "SIGKILL", "no-such-task"]);
+    assert_failed_with(&output, "not found");
+    cd.assert_no_leaks();
+}
+
+fn missing_command_fails_cleanly(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let id = cd.new_id("nocmd");
+    let output = cd.run_rm(&id, &["/bin/no-such-command"]);
+    assert_failed_with(&output, "no-such-command");
+    remove_container_record(&cd, &id);
+    cd.assert_no_leaks();
+}
+
+fn missing_runc_binary_fails_cleanly(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let id = cd.new_id("norunc");
+    let mut run = cd.run_command(
+        &["--rm", "--runc-binary", "/nonexistent/runc"],
+        &id,
+        &["true"],
+    );
+    let output =
+        wren_tests::containerd::run_with_deadline(&mut run, wren_tests::containerd::CTR_DEADLINE);
+    assert_failed_with(&output, "/nonexistent/runc");
+    remove_container_record(&cd, &id);
+    cd.assert_no_leaks();
+}
+
+/// An exec of a missing binary fails with a clear error and does not disturb the task.
+fn failed_exec_leaves_container_running(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let id = cd.new_id("badexec");
+    cd.run_detached(&[], &id, &["sleep", "1000"]);
+    let fifo_dir = cd.fifo_dir().display().to_string();
+    let exec = [
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "missing",
+        &id,
+        "/bin/no-such-command",
+    ];
+    let output = cd.ctr(&exec);
+    assert_failed_with(&output, "no-such-command");
+    assert_eq!(
+        cd.task_status(&id).as_deref(),
+        Some("RUNNING"),
+        "a failed exec must not stop the task"
+    );
+    let output = cd.ctr(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "after",
+        &id,
+        "true",
+    ]);
+    cd.expect_success(&output, "an exec after the failed one");
+    cd.kill_and_remove(&id);
+    cd.assert_no_leaks();
+}
