@@ -1,0 +1,135 @@
+//! Tearing a private containerd down: containers, the daemon, leftover shims, runc state,
+//! shim sockets, mounts and cgroups. Best effort throughout: cleanup must never stop halfway.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Containerd, CTR_DEADLINE};
+use crate::{proc, procfs, sys};
+
+/// The runc root containerd's shims use by default: `<this>/<namespace>/<id>`.
+const RUNC_ROOT: &str = "/run/containerd/runc";
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+impl Containerd {
+    pub(super) fn cleanup(&mut self) {
+        let sockets = self.shim_sockets();
+        if self.daemon.is_some() {
+            if let Ok(listing) = proc::output(&mut self.ctr(&["c", "ls", "-q"]), CTR_DEADLINE) {
+                let ids: Vec<String> = listing.split_whitespace().map(str::to_owned).collect();
+                if let Err(err) = self.remove(&ids) {
+                    eprintln!("cleanup: removing containers: {err:#}");
+                }
+            }
+        }
+        self.stop_daemon();
+        self.kill_leftover_shims();
+        let runc_root = Path::new(RUNC_ROOT).join(&self.namespace);
+        for id in dir_names(&runc_root) {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", &id])
+                .output();
+        }
+        let _ = fs::remove_dir(&runc_root);
+        for socket in sockets.iter().filter(|s| s.exists()) {
+            let _ = fs::remove_file(socket);
+        }
+        for mount in self.mounts().iter().rev() {
+            let _ = sys::unmount(mount);
+        }
+        remove_cgroups(&self.namespace);
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; always through our own unreaped `Child`.
+    fn stop_daemon(&mut self) {
+        let Some(mut daemon) = self.daemon.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(daemon.id()) {
+            sys::kill(pid, libc::SIGTERM);
+        }
+        if proc::wait_deadline(&mut daemon, Duration::from_secs(10)).is_err() {
+            eprintln!("cleanup: containerd ignored SIGTERM; killed");
+        }
+    }
+
+    /// Shims (and their runc children) still carrying our `-address`, SIGKILLed by PID.
+    fn kill_leftover_shims(&self) {
+        let address = self.address.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = procfs::pids_with_args("-address", &address);
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for pid in pids {
+                eprintln!("cleanup: killing leftover shim {pid}");
+                sys::kill(pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Socket paths the shims of this namespace wrote to their bundles' `address` files.
+    fn shim_sockets(&self) -> Vec<PathBuf> {
+        let bundles = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace);
+        let scratch = self.dir.path().join("scratch");
+        let mut dirs: Vec<PathBuf> = dir_names(&bundles)
+            .iter()
+            .map(|id| bundles.join(id))
+            .collect();
+        for sub in dir_names(&scratch) {
+            dirs.extend(
+                dir_names(&scratch.join(&sub))
+                    .iter()
+                    .map(|id| scratch.join(&sub).join(id)),
+            );
+        }
+        dirs.iter()
+            .filter_map(|dir| fs::read_to_string(dir.join("address")).ok())
+            .filter_map(|addr| addr.trim().strip_prefix("unix://").map(PathBuf::from))
+            .collect()
+    }
+
+    /// Mount points under this run's temp dir, in mount order.
+    fn mounts(&self) -> Vec<PathBuf> {
+        let ours = self.dir.path().display().to_string();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&ours))
+            .map(PathBuf::from)
+            .collect()
+    }
+}
+
+/// Removes `<controller>/<namespace>/*` and `<controller>/<namespace>` cgroup dirs (empty by
+/// now: their processes are dead), on every hierarchy.
+pub fn remove_cgroups(namespace: &str) {
+    for controller in dir_names(Path::new(CGROUP_ROOT)) {
+        let ns_dir = Path::new(CGROUP_ROOT).join(controller).join(namespace);
+        for child in dir_names(&ns_dir) {
+            let _ = fs::remove_dir(ns_dir.join(child));
+        }
+        let _ = fs::remove_dir(&ns_dir);
+    }
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect()
+}

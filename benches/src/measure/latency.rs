@@ -1,0 +1,167 @@
+//! Latencies through containerd against runc alone: cold `ctr run --rm`, `ctr task exec`,
+//! `ctr task metrics`. Each shim's overhead over runc is the per-round difference of the
+//! interleaved trials, summarised like any other series.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wren_tests::unique_id;
+
+use super::fleet::Fleets;
+use super::{fill, fill_failed, millis, Bench, Subject};
+use crate::proc;
+use crate::report::{Better, Metric, Series, ShimSeries};
+use crate::stats::paired_differences;
+
+/// How long one timed command may take.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `ctr run --rm <rootfs> /bin/true` against `runc run`.
+pub fn cold_run(bench: &Bench<'_>) -> Result<Vec<Metric>> {
+    let subjects = bench.subjects();
+    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, _| {
+        let id = unique_id("cold");
+        let mut cmd = match subject {
+            Subject::Floor => bench
+                .floor
+                .run_command(&bench.floor.bundle(&id, &["/bin/true"])?, &id),
+            Subject::Shim(shim) => {
+                bench
+                    .containerd
+                    .run_command(shim, &["--rm"], &id, &["/bin/true"])
+            }
+        };
+        timed(&mut cmd)
+    })?;
+    let mut metric = Metric::new(
+        "cold_run_ms",
+        "cold `ctr run --rm` /bin/true (floor: `runc run`)",
+        "ms",
+        Better::Lower,
+    );
+    fill(&mut metric, &subjects, results);
+    let overhead = overhead(
+        &metric,
+        "cold_run_overhead_ms",
+        "cold run overhead over `runc run`",
+    );
+    Ok(vec![metric, overhead])
+}
+
+/// `ctr task exec /bin/true` into the idle fleets against `runc exec`.
+pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
+    let floor_id = unique_id("floor-exec");
+    bench
+        .floor
+        .start_sleeper(&floor_id)
+        .context("start floor sleeper")?;
+    let subjects = fleet_subjects(bench, fleets);
+    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, round| {
+        let mut cmd = match subject {
+            Subject::Floor => bench.floor.runc(&["exec", &floor_id, "/bin/true"]),
+            Subject::Shim(shim) => {
+                let target = fleet_member(fleets, shim, round)?;
+                let exec_id = unique_id("x");
+                bench
+                    .containerd
+                    .ctr(&["task", "exec", "--exec-id", &exec_id, &target, "/bin/true"])
+            }
+        };
+        timed(&mut cmd)
+    });
+    let removed = bench.floor.remove(&floor_id);
+    let mut metric = Metric::new(
+        "exec_ms",
+        "`ctr task exec` /bin/true (floor: `runc exec`)",
+        "ms",
+        Better::Lower,
+    );
+    fill(&mut metric, &subjects, results?);
+    removed?;
+    fill_failed(&mut metric, &fleets.failed);
+    let overhead = overhead(
+        &metric,
+        "exec_overhead_ms",
+        "exec overhead over `runc exec`",
+    );
+    Ok(vec![metric, overhead])
+}
+
+/// `ctr task metrics` on the idle fleets against `runc events --stats`.
+pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
+    let floor_id = unique_id("floor-stats");
+    bench
+        .floor
+        .start_sleeper(&floor_id)
+        .context("start floor sleeper")?;
+    let subjects = fleet_subjects(bench, fleets);
+    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, round| {
+        let mut cmd = match subject {
+            Subject::Floor => bench.floor.runc(&["events", "--stats", &floor_id]),
+            Subject::Shim(shim) => {
+                let target = fleet_member(fleets, shim, round)?;
+                bench.containerd.ctr(&["task", "metrics", &target])
+            }
+        };
+        timed(&mut cmd)
+    });
+    let removed = bench.floor.remove(&floor_id);
+    let mut metric = Metric::new(
+        "stats_ms",
+        "`ctr task metrics` (floor: `runc events --stats`)",
+        "ms",
+        Better::Lower,
+    );
+    fill(&mut metric, &subjects, results?);
+    removed?;
+    fill_failed(&mut metric, &fleets.failed);
+    Ok(vec![metric])
+}
+
+/// The floor plus every shim whose fleet is running.
+fn fleet_subjects<'a>(bench: &Bench<'a>, fleets: &Fleets<'a>) -> Vec<Subject<'a>> {
+    let shims = bench
+        .shims
+        .iter()
+        .filter(|s| fleets.of(s).is_some())
+        .map(Subject::Shim);
+    std::iter::once(Subject::Floor).chain(shims).collect()
+}
+
+/// The fleet container a round targets: rounds rotate over the fleet.
+fn fleet_member(fleets: &Fleets<'_>, shim: &crate::cli::Shim, round: usize) -> Result<String> {
+    let fleet = fleets.of(shim).context("no fleet")?;
+    fleet
+        .ids
+        .get(round % fleet.ids.len().max(1))
+        .cloned()
+        .context("empty fleet")
+}
+
+fn timed(cmd: &mut Command) -> Result<f64> {
+    Ok(millis(proc::run_timed(
+        cmd.stdout(Stdio::null()),
+        DEADLINE,
+    )?))
+}
+
+/// Per-round `shim - floor` of `metric`, as a metric of its own.
+fn overhead(metric: &Metric, key: &'static str, title: &str) -> Metric {
+    let mut out = Metric::new(key, title, metric.unit, Better::Lower);
+    let floor = metric.floor.as_ref().filter(|f| f.error.is_none());
+    for shim in &metric.shims {
+        let series = match (floor, &shim.series.error) {
+            (_, Some(err)) => Series::from_result(Err(anyhow::anyhow!("{err}"))),
+            (None, None) => Series::from_result(Err(anyhow::anyhow!("no floor"))),
+            (Some(floor), None) => {
+                Series::from_result(Ok(paired_differences(&shim.series.samples, &floor.samples)))
+            }
+        };
+        out.shims.push(ShimSeries {
+            shim: shim.shim.clone(),
+            series,
+        });
+    }
+    out
+}
