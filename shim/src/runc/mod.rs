@@ -1,0 +1,146 @@
+//! The runc task service: `containerd-shim-wren-v2`'s implementation of the framework's
+//! [`Runtime`] and [`TaskService`] traits.
+//!
+//! Layout: [`service`] turns requests into calls and results into responses; [`container`]
+//! creates and deletes containers; [`ops`] runs everything in between; [`process`] and
+//! [`state`] hold each process's state machine; [`exits`] orders exits and their events;
+//! [`cleanup`] serves the `delete` and `-info` invocations. Locks: the registry and each
+//! process's state are locked only to read or assign; a runc call holds at most the one
+//! process's `ops` lock.
+
+mod cleanup;
+mod container;
+mod error;
+mod exits;
+mod metrics;
+mod mount;
+mod ops;
+mod options;
+mod process;
+mod service;
+mod spawn;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use protobuf::well_known_types::any::Any;
+use wren_cgroups::OomWatcher;
+use wren_shim::{CleanupContext, Publisher, Runtime, ShimContext};
+use wren_shim_protocol::types::RuntimeInfo;
+
+use crate::runc::container::Container;
+use crate::runc::error::Error;
+use crate::runc::exits::Lifecycle;
+use crate::runc::spawn::ReapedSpawner;
+
+pub use crate::runc::cleanup::CleanupError;
+
+/// What the registry holds under an id.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// Create is running for this id: taken, but not visible yet.
+    Creating,
+    Ready(Arc<Container>),
+}
+
+/// State shared by every handler thread.
+#[derive(Debug)]
+pub struct Shared {
+    namespace: String,
+    publisher: Publisher,
+    spawner: ReapedSpawner,
+    /// Kept alive for the daemon's lifetime: dropping it stops the copy thread.
+    engine: wren_io::Engine,
+    oom: Arc<OomWatcher>,
+    lifecycle: Arc<Lifecycle>,
+    containers: Mutex<HashMap<String, Slot>>,
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // Only inserts and removals happen under this lock.
+        self.containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The container `id`, if created.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>, Error> {
+        match self.registry().get(id) {
+            Some(Slot::Ready(container)) => Ok(Arc::clone(container)),
+            Some(Slot::Creating) | None => Err(Error::ContainerNotFound { id: id.to_owned() }),
+        }
+    }
+
+    /// Takes `id` for a Create in progress.
+    fn reserve(&self, id: &str) -> Result<(), Error> {
+        let mut registry = self.registry();
+        if registry.contains_key(id) {
+            return Err(Error::ContainerExists { id: id.to_owned() });
+        }
+        registry.insert(id.to_owned(), Slot::Creating);
+        Ok(())
+    }
+
+    fn publish_ready(&self, container: &Arc<Container>) {
+        self.registry()
+            .insert(container.id.clone(), Slot::Ready(Arc::clone(container)));
+    }
+
+    fn release(&self, id: &str) {
+        self.registry().remove(id);
+    }
+}
+
+/// The runc runtime (`io.containerd.wren.v2`).
+#[derive(Debug)]
+pub struct RuncRuntime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime for RuncRuntime {
+    type Error = RuntimeError;
+
+    const NAME: &'static str = "io.containerd.wren.v2";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn new(context: ShimContext) -> Result<Self, RuntimeError> {
+        let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
+        let exits = context.monitor.subscribe_all();
+        let engine = wren_io::Engine::start().map_err(Error::Engine)?;
+        let (oom_events, ooms) = crossbeam_channel::unbounded();
+        let oom = Arc::new(OomWatcher::spawn(oom_events).map_err(Error::OomWatcher)?);
+        let inputs = exits::Inputs { exits, ooms };
+        let lifecycle = exits::start(inputs, context.publisher.clone(), Arc::clone(&oom))?;
+        let shared = Shared {
+            namespace: context.namespace,
+            publisher: context.publisher,
+            spawner,
+            engine,
+            oom,
+            lifecycle,
+            containers: Mutex::default(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    fn cleanup(context: &CleanupContext) -> Result<u32, RuntimeError> {
+        Ok(cleanup::delete_action(context)?)
+    }
+
+    fn info(options: Option<&Any>) -> Result<RuntimeInfo, RuntimeError> {
+        Ok(cleanup::info(Self::NAME, Self::VERSION, options)?)
+    }
+}
+
+/// Why the runtime could not start, or a launch-time hook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("failed to start the runc service")]
+    Start(#[from] Error),
+    #[error(transparent)]
+    Cleanup(#[from] CleanupError),
+}

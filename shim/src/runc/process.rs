@@ -1,0 +1,362 @@
+//! One process of a container (its init or an exec): its state machine, pid, exit record and
+//! IO, behind a short-lived lock that is never held across a runc call or a wait on IO.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use wren_io::{Drain, ProcessIo};
+use wren_shim_protocol::types::Status;
+
+use crate::runc::state::{ExecState, InitState, Op, TransitionError};
+
+/// Whether a process is a container's init or one of its execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Init,
+    Exec,
+}
+
+/// A process's position in its state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Init(InitState),
+    Exec(ExecState),
+}
+
+impl ProcState {
+    fn check(self, op: Op) -> Result<(), TransitionError> {
+        match self {
+            Self::Init(state) => state.check(op),
+            Self::Exec(state) => state.check(op),
+        }
+    }
+
+    fn after(self, op: Op) -> Result<Self, TransitionError> {
+        match self {
+            Self::Init(state) => state.after(op).map(Self::Init),
+            Self::Exec(state) => state.after(op).map(Self::Exec),
+        }
+    }
+
+    fn exited(self) -> Self {
+        match self {
+            Self::Init(state) => Self::Init(state.exited()),
+            Self::Exec(state) => Self::Exec(state.exited()),
+        }
+    }
+
+    /// The status containerd's State RPC reports.
+    pub fn status(self) -> Status {
+        match self {
+            Self::Init(InitState::Created) | Self::Exec(ExecState::Created) => Status::CREATED,
+            Self::Init(InitState::Running) | Self::Exec(ExecState::Running) => Status::RUNNING,
+            Self::Init(InitState::Pausing) => Status::PAUSING,
+            Self::Init(InitState::Paused) => Status::PAUSED,
+            Self::Init(InitState::Stopped | InitState::Deleted)
+            | Self::Exec(ExecState::Stopped | ExecState::Deleted) => Status::STOPPED,
+        }
+    }
+}
+
+/// How a process ended: containerd's exit status (code, or 128 + signal) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+/// What the State RPC reports of a process, read in one critical section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: ProcState,
+    pub pid: u32,
+    pub exit: Option<ExitRecord>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: ProcState,
+    pid: u32,
+    exit: Option<ExitRecord>,
+    io: Option<ProcessIo>,
+}
+
+/// The stdio paths the client gave, echoed back by State.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// One process. Operations that run runc are serialised by `ops`; the state lives in `inner`.
+#[derive(Debug)]
+pub struct Process {
+    /// The container id for an init, the exec id for an exec.
+    pub id: String,
+    pub kind: Kind,
+    pub stdio: StdioPaths,
+    /// For execs: the process spec (JSON) to hand `runc exec`.
+    pub spec: Option<Vec<u8>>,
+    /// For execs: `<bundle>/<exec id>.pid`.
+    pub pid_file: Option<PathBuf>,
+    /// Held across a runc call that changes this process (start, pause, delete...).
+    pub ops: Mutex<()>,
+    inner: Mutex<Inner>,
+    exited: Condvar,
+}
+
+impl Process {
+    /// A container's init, created by `runc create` with `pid`.
+    pub fn init(id: &str, stdio: StdioPaths, pid: u32, io: Option<ProcessIo>) -> Self {
+        let state = ProcState::Init(InitState::Created);
+        Self::new(
+            id,
+            Kind::Init,
+            stdio,
+            Inner {
+                state,
+                pid,
+                exit: None,
+                io,
+            },
+            None,
+            None,
+        )
+    }
+
+    /// An exec registered by the Exec RPC; it runs once started.
+    pub fn exec(id: &str, stdio: StdioPaths, spec: Vec<u8>, pid_file: PathBuf) -> Self {
+        let inner = Inner {
+            state: ProcState::Exec(ExecState::Created),
+            pid: 0,
+            exit: None,
+            io: None,
+        };
+        Self::new(id, Kind::Exec, stdio, inner, Some(spec), Some(pid_file))
+    }
+
+    fn new(
+        id: &str,
+        kind: Kind,
+        stdio: StdioPaths,
+        inner: Inner,
+        spec: Option<Vec<u8>>,
+        pid_file: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            kind,
+            stdio,
+            spec,
+            pid_file,
+            ops: Mutex::new(()),
+            inner: Mutex::new(inner),
+            exited: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Critical sections only assign fields; a panic cannot leave them half-written.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks `ops` for a runc call that changes this process.
+    pub fn lock_ops(&self) -> MutexGuard<'_, ()> {
+        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            state: inner.state,
+            pid: inner.pid,
+            exit: inner.exit,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.lock().pid
+    }
+
+    pub fn state(&self) -> ProcState {
+        self.lock().state
+    }
+
+    /// Fails unless `op` is allowed in the current state.
+    pub fn check(&self, op: Op) -> Result<ProcState, TransitionError> {
+        let state = self.lock().state;
+        state.check(op).map(|()| state)
+    }
+
+    /// Applies `op`'s transition if it is still allowed (the process may have exited while
+    /// runc ran, and then the exit wins).
+    pub fn commit(&self, op: Op) {
+        let mut inner = self.lock();
+        if let Ok(next) = inner.state.after(op) {
+            inner.state = next;
+        }
+    }
+
+    /// Moves from `from` to `to`, if the process is still in `from`.
+    pub fn replace_state(&self, from: ProcState, to: ProcState) {
+        let mut inner = self.lock();
+        if inner.state == from {
+            inner.state = to;
+        }
+    }
+
+    /// An exec started: its pid and IO, and Running (unless it already exited).
+    pub fn started(&self, pid: u32, io: Option<ProcessIo>) {
+        let mut inner = self.lock();
+        inner.pid = pid;
+        inner.io = io;
+        if let Ok(next) = inner.state.after(Op::Start) {
+            inner.state = next;
+        }
+    }
+
+    /// Records the exit and runs `announce` (queueing TaskExit) in the same critical section,
+    /// so nobody can see the process stopped, and Delete it, before its exit is queued; then
+    /// wakes the waiters.
+    pub fn record_exit(&self, exit: ExitRecord, announce: impl FnOnce(u32)) {
+        let mut inner = self.lock();
+        inner.state = inner.state.exited();
+        inner.exit = Some(exit);
+        announce(inner.pid);
+        drop(inner);
+        self.exited.notify_all();
+    }
+
+    /// Blocks until the exit is recorded.
+    pub fn wait_exit(&self) -> ExitRecord {
+        let mut inner = self.lock();
+        loop {
+            if let Some(exit) = inner.exit {
+                return exit;
+            }
+            inner = self
+                .exited
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits at most `timeout` for the exit to be recorded.
+    pub fn wait_exit_timeout(&self, timeout: Duration) -> Option<ExitRecord> {
+        let inner = self.lock();
+        let (inner, _) = self
+            .exited
+            .wait_timeout_while(inner, timeout, |inner| inner.exit.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        inner.exit
+    }
+
+    /// Marks the process deleted; returns its last snapshot.
+    pub fn mark_deleted(&self) -> Snapshot {
+        let mut inner = self.lock();
+        if let Ok(next) = inner.state.after(Op::Delete) {
+            inner.state = next;
+        }
+        Snapshot {
+            state: inner.state,
+            pid: inner.pid,
+            exit: inner.exit,
+        }
+    }
+
+    /// The output drain latch, to wait on without holding the lock.
+    pub fn drain(&self) -> Option<Drain> {
+        self.lock().io.as_ref().map(|io| io.drain().clone())
+    }
+
+    /// Waits at most `timeout` for the output to reach the client; true if it did (or there is
+    /// no output to wait for).
+    pub fn wait_drained(&self, timeout: Duration) -> bool {
+        self.drain()
+            .map_or(true, |drain| drain.wait_timeout(timeout))
+    }
+
+    /// Runs `f` on the IO, if the process has any.
+    pub fn with_io<T>(&self, f: impl FnOnce(&mut ProcessIo) -> T) -> Option<T> {
+        self.lock().io.as_mut().map(f)
+    }
+
+    /// Takes the IO out, to close it outside the lock.
+    pub fn take_io(&self) -> Option<ProcessIo> {
+        self.lock().io.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn exec() -> Process {
+        Process::exec(
+            "e1",
+            StdioPaths::default(),
+            b"{}".to_vec(),
+            PathBuf::from("/b/e1.pid"),
+        )
+    }
+
+    #[test]
+    fn exit_is_queued_before_waiters_wake() {
+        let process = Arc::new(exec());
+        process.started(42, None);
+        let waiter = {
+            let process = Arc::clone(&process);
+            std::thread::spawn(move || process.wait_exit())
+        };
+        let mut announced = None;
+        let exit = ExitRecord {
+            status: 3,
+            at: SystemTime::now(),
+        };
+        process.record_exit(exit, |pid| announced = Some(pid));
+        assert_eq!(announced, Some(42));
+        assert_eq!(waiter.join().unwrap(), exit);
+        assert_eq!(
+            process.snapshot().state,
+            ProcState::Exec(ExecState::Stopped)
+        );
+        assert_eq!(process.snapshot().state.status(), Status::STOPPED);
+    }
+
+    #[test]
+    fn start_after_exit_keeps_the_exit() {
+        let process = exec();
+        process.record_exit(
+            ExitRecord {
+                status: 1,
+                at: SystemTime::now(),
+            },
+            |_| {},
+        );
+        process.started(7, None);
+        assert_eq!(process.state(), ProcState::Exec(ExecState::Stopped));
+        assert_eq!(process.pid(), 7);
+    }
+
+    #[test]
+    fn timeout_without_exit() {
+        let process = exec();
+        assert_eq!(process.wait_exit_timeout(Duration::from_millis(1)), None);
+        assert!(process.wait_drained(Duration::ZERO));
+    }
+
+    #[test]
+    fn pausing_reports_pausing() {
+        let init = Process::init("c1", StdioPaths::default(), 1, None);
+        init.commit(Op::Start);
+        let running = ProcState::Init(InitState::Running);
+        init.replace_state(running, ProcState::Init(InitState::Pausing));
+        assert_eq!(init.snapshot().state.status(), Status::PAUSING);
+        assert!(init.check(Op::Pause).is_err());
+    }
+}
