@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Session, SHIMS};
+use common::{shims, Session};
 use wren_manager::events::EventPayload;
 use wren_manager::shim::ShimLiveness;
 use wren_manager::stdio::{Input, StdinMode};
@@ -87,7 +87,7 @@ fn dead_shim_is_cleaned_up(shim: &str) {
 #[test]
 fn exit_code_events_and_stdio_all_shims() {
     wren_tests::require_root!();
-    SHIMS
+    shims()
         .iter()
         .for_each(|shim| exit_code_events_and_stdio(shim));
 }
@@ -95,11 +95,13 @@ fn exit_code_events_and_stdio_all_shims() {
 #[test]
 fn stdin_reaches_cat_all_shims() {
     wren_tests::require_root!();
-    SHIMS.iter().for_each(|shim| stdin_reaches_cat(shim));
+    shims().iter().for_each(|shim| stdin_reaches_cat(shim));
 }
 
 #[test]
 fn dead_shim_is_cleaned_up_all_shims() {
     wren_tests::require_root!();
-    SHIMS.iter().for_each(|shim| dead_shim_is_cleaned_up(shim));
+    shims()
+        .iter()
+        .for_each(|shim| dead_shim_is_cleaned_up(shim));
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Session, SHIMS};
+use common::{shims, Session};
 use serde_json::json;
 use wren_manager::client::{ExecProcess, KillScope, Metrics};
 use wren_manager::events::EventPayload;
@@ -122,11 +122,11 @@ fn kill_sigterm_gives_143(shim: &str) {
 #[test]
 fn exec_pids_stats_pause_all_shims() {
     wren_tests::require_root!();
-    SHIMS.iter().for_each(|shim| exec_pids_stats_pause(shim));
+    shims().iter().for_each(|shim| exec_pids_stats_pause(shim));
 }
 
 #[test]
 fn kill_sigterm_gives_143_all_shims() {
     wren_tests::require_root!();
-    SHIMS.iter().for_each(|shim| kill_sigterm_gives_143(shim));
+    shims().iter().for_each(|shim| kill_sigterm_gives_143(shim));
 }

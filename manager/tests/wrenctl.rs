@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::SHIMS;
+use common::shims;
 
 fn wrenctl(state: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wrenctl"))
@@ -151,10 +151,71 @@ fn detached_run_is_found_again(shim: &str) {
     assert_eq!(list.lines().count(), 1, "{list}");
 }
 
+/// A runtime binary that does not exist (runtime options `binary_name`, as containerd passes
+/// `BinaryName`): a plain error naming it, wrenctl's own exit code 125, and no state, shim or
+/// container left behind.
+fn missing_runtime_binary_fails_cleanly(shim: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = wren_tests::busybox_rootfs(tmp.path());
+    let state = tmp.path().join("state");
+    let out = wrenctl(
+        &state,
+        &[
+            "run",
+            "--rm",
+            "--shim",
+            shim,
+            "--runtime-options",
+            "binary_name=/nonexistent/runc",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
+    assert!(stderr.contains("/nonexistent/runc"), "stderr: {stderr}");
+    let list = text(&wrenctl(&state, &["list"]).stdout);
+    assert_eq!(list.lines().count(), 1, "only the header: {list}");
+    let address = state.join("wren.sock").display().to_string();
+    assert!(
+        shim_processes_with(&address).is_empty(),
+        "a shim for {address} outlived the failed run"
+    );
+}
+
+/// Live (non-zombie) processes whose command line mentions `needle`.
+fn shim_processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+#[test]
+fn missing_runtime_binary_fails_cleanly_all_shims() {
+    wren_tests::require_root!();
+    shims()
+        .iter()
+        .for_each(|shim| missing_runtime_binary_fails_cleanly(shim));
+}
+
 #[test]
 fn attached_run_passes_exit_code_all_shims() {
     wren_tests::require_root!();
-    SHIMS
+    shims()
         .iter()
         .for_each(|shim| attached_run_passes_exit_code(shim));
 }
@@ -162,7 +223,7 @@ fn attached_run_passes_exit_code_all_shims() {
 #[test]
 fn overlay_rootfs_keeps_lower_clean_all_shims() {
     wren_tests::require_root!();
-    SHIMS
+    shims()
         .iter()
         .for_each(|shim| overlay_rootfs_keeps_lower_clean(shim));
 }
@@ -170,7 +231,7 @@ fn overlay_rootfs_keeps_lower_clean_all_shims() {
 #[test]
 fn detached_run_is_found_again_all_shims() {
     wren_tests::require_root!();
-    SHIMS
+    shims()
         .iter()
         .for_each(|shim| detached_run_is_found_again(shim));
 }

@@ -99,19 +99,24 @@ fn run_in(
         options,
         ..Default::default()
     };
-    if let Some(log) = &record.output_log {
-        let uri = format!("file://{}", log.display());
-        let create = CreateTask {
-            stdout: uri.clone(),
-            stderr: uri,
-            ..create
-        };
-        shim.client().create(&create)?;
-        shim.client().start(id, "")?;
-        println!("{id}");
-        return Ok(0);
-    }
-    let exit = attached(shim.client(), &create, dir, terminal)?;
+    let outcome = match &record.output_log {
+        Some(log) => detached(shim.client(), create, log).map(|()| None),
+        None => attached(shim.client(), &create, dir, terminal).map(Some),
+    };
+    let exit = match outcome {
+        Ok(Some(exit)) => exit,
+        Ok(None) => {
+            println!("{id}");
+            return Ok(0);
+        }
+        Err(err) => {
+            // As containerd does after a failed Create: Delete, Shutdown and the shim's delete
+            // action; then nothing refers to the container any more, so its record goes too.
+            let _ = shim.teardown();
+            let _ = ctl.state.remove(&ctl.namespace, id);
+            return Err(err);
+        }
+    };
     if args.remove {
         // The sink stays up through teardown: a shim flushes its last events (TaskDelete)
         // before it exits and would wait out its publish retries on a missing sink.
@@ -120,6 +125,19 @@ fn run_in(
     }
     drop(sink);
     Ok(exit_code(exit))
+}
+
+/// Create + start with stdout and stderr appended to `log`, for a detached run.
+fn detached(client: &TaskClient, create: CreateTask, log: &Path) -> Result<()> {
+    let uri = format!("file://{}", log.display());
+    let create = CreateTask {
+        stdout: uri.clone(),
+        stderr: uri,
+        ..create
+    };
+    client.create(&create)?;
+    client.start(&create.id, "")?;
+    Ok(())
 }
 
 /// Create + start with FIFOs wired to this process's stdio; returns the exit.

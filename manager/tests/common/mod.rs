@@ -17,7 +17,16 @@ use wren_manager::stdio::{FifoSet, Input, OpenFifos, Output, Pump, StdinMode, Te
 use wren_tests::Bundle;
 
 /// Every shim binary the scenarios run against.
-pub const SHIMS: &[&str] = &["/usr/bin/containerd-shim-runc-v2"];
+/// The shims every scenario runs against: containerd's Go shim, proof that the manager speaks
+/// the real protocol, and wren's.
+pub fn shims() -> Vec<String> {
+    vec![
+        "/usr/bin/containerd-shim-runc-v2".to_owned(),
+        wren_tests::workspace_bin("containerd-shim-wren-v2")
+            .display()
+            .to_string(),
+    ]
+}
 
 /// The namespace tests use.
 pub const NAMESPACE: &str = "wren-manager-test";

@@ -334,8 +334,6 @@ impl Drop for Containerd {
 
 /// Generates `go_shim::<scenario>` and `wren_shim::<scenario>` tests for scenario functions
 /// taking a [`Runtime`]. Filter with `cargo test … go_` or `… wren_`.
-///
-/// The wren variants are ignored here, in one place, until the wren shim lands.
 #[macro_export]
 macro_rules! per_runtime {
     ($($scenario:ident),* $(,)?) => {
@@ -351,7 +349,6 @@ macro_rules! per_runtime {
         mod wren_shim {
             $(
                 #[test]
-                #[ignore = "wren shim not landed yet"]
                 fn $scenario() {
                     $crate::require_root!();
                     super::$scenario($crate::containerd::Runtime::Wren);
