@@ -14,7 +14,9 @@ trap 'rm -rf "$rootfs"' EXIT
 mkdir -p "$rootfs"/{bin,proc,dev,sys,tmp,etc}
 cp /bin/busybox "$rootfs/bin/busybox"
 # Relative links: an absolute one would point at the host's path, not the container's.
-for applet in $(/bin/busybox --list); do ln -sf busybox "$rootfs/bin/$applet"; done
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+done
 echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
 
 if [ $# -eq 0 ]; then

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod containerd;
+pub mod cri;
 pub mod leaks;
 pub mod skip;
 
