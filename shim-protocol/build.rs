@@ -16,6 +16,7 @@ const MESSAGE_PROTOS: &[&str] = &[
     "introspection",
     "task_events",
     "runc_options",
+    "cri_runtime_options",
     "cgroups_v1_metrics",
     "cgroups_v2_metrics",
     "bootstrap",

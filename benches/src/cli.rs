@@ -86,7 +86,7 @@ pub struct Config {
     pub out: PathBuf,
 }
 
-/// Parses `args` (without argv[0]); `Ok(None)` for `--help`.
+/// Parses `args` (without `argv[0]`); `Ok(None)` for `--help`.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>> {
     let target = target_dir();
     let mut mode = Mode::Full;

@@ -8,6 +8,7 @@
 //! - [`events_ttrpc`]: the `Events` service (`Forward`) and its `ForwardRequest`;
 //! - [`types`]: `Mount`, `Status`, `ProcessInfo`, `Envelope`, `RuntimeInfo`, `Platform`;
 //! - [`runc`]: `containerd.runc.v1` options;
+//! - [`runtimeoptions`]: the CRI plugin's `runtimeoptions.v1.Options`;
 //! - [`cgroups_v1`], [`cgroups_v2`]: the cgroup metrics carried by `Stats`;
 //! - [`bootstrap`]: containerd 2.3's `BootstrapParams` / `BootstrapResult`.
 //!
@@ -76,6 +77,11 @@ pub mod types {
 /// runc runtime options (`containerd.runc.v1`).
 pub mod runc {
     pub use crate::generated::runc_options::*;
+}
+
+/// The options containerd's CRI plugin gives runtimes other than runc's (`runtimeoptions.v1`).
+pub mod runtimeoptions {
+    pub use crate::generated::cri_runtime_options::*;
 }
 
 /// cgroup v1 statistics (`io.containerd.cgroups.v1`).

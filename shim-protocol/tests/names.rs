@@ -3,7 +3,7 @@
 
 use protobuf::{EnumFull, MessageFull};
 use wren_shim_protocol::{
-    bootstrap, cgroups_v1, cgroups_v2, events, events_ttrpc, runc, task, types,
+    bootstrap, cgroups_v1, cgroups_v2, events, events_ttrpc, runc, runtimeoptions, task, types,
 };
 
 /// `(our full name, containerd's full name)` for one message type.
@@ -67,6 +67,7 @@ fn shared_type_names_match_containerd() {
         message::<runc::Options>("containerd.runc.v1.Options"),
         message::<runc::CheckpointOptions>("containerd.runc.v1.CheckpointOptions"),
         message::<runc::ProcessDetails>("containerd.runc.v1.ProcessDetails"),
+        message::<runtimeoptions::Options>("runtimeoptions.v1.Options"),
         message::<bootstrap::BootstrapParams>("containerd.runtime.bootstrap.v1.BootstrapParams"),
         message::<bootstrap::BootstrapResult>("containerd.runtime.bootstrap.v1.BootstrapResult"),
         message::<bootstrap::Extension>("containerd.runtime.bootstrap.v1.Extension"),
@@ -139,6 +140,7 @@ fn metrics_keep_every_field() {
     assert_eq!(cgroups_v2::Metrics::descriptor().fields().count(), 8);
     assert_eq!(task::StateResponse::descriptor().fields().count(), 11);
     assert_eq!(runc::Options::descriptor().fields().count(), 13);
+    assert_eq!(runtimeoptions::Options::descriptor().fields().count(), 3);
 }
 
 fn assert_names(names: &[(String, &'static str)]) {

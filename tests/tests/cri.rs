@@ -54,7 +54,6 @@ fn runc_handler_pod_lifecycle() {
 }
 
 #[test]
-#[ignore = "wren shim not landed yet"]
 fn wren_handler_pod_lifecycle() {
     wren_tests::require_root!();
     pod_lifecycle(Handler::Wren);
@@ -82,6 +81,7 @@ fn run_pod(containerd: &CriContainerd, handler: Handler) -> Result<()> {
     check_exec(&cri, &sleeper)?;
     check_stats(&cri, &sleeper)?;
     check_one_shim(containerd, handler)?;
+    check_options_arrived(containerd, &pod.id)?;
 
     cri.stop_container(&sleeper, STOP_GRACE_SECS)
         .context("StopContainer")?;
@@ -120,6 +120,18 @@ fn check_runtime_and_images(cri: &CriClient) -> Result<()> {
             "{image} tags: {status:?}"
         );
     }
+    Ok(())
+}
+
+/// The handler's runtime options reached the shim: runc keeps the sandbox's state under the
+/// private `Root` they name (for wren, read from the handler's `ConfigPath` file).
+fn check_options_arrived(containerd: &CriContainerd, sandbox: &str) -> Result<()> {
+    let state = containerd.private_runc_state(sandbox);
+    ensure!(
+        state.join("state.json").exists(),
+        "no runc state at {}: the handler's options did not reach the shim",
+        state.display()
+    );
     Ok(())
 }
 

@@ -136,7 +136,7 @@ running container is killed first. A shim that died is cleaned up with its delet
     })
 }
 
-/// Parses the whole command line (without argv[0]).
+/// Parses the whole command line (without `argv[0]`).
 pub fn parse(args: Vec<String>) -> Result<(Global, Command)> {
     let mut global = Global {
         state: std::env::var_os("WRENCTL_STATE")

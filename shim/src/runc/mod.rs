@@ -1,5 +1,5 @@
 //! The runc task service: `containerd-shim-wren-v2`'s implementation of the framework's
-//! [`Runtime`] and [`TaskService`] traits.
+//! [`Runtime`] and [`TaskService`](wren_shim::TaskService) traits.
 //!
 //! Layout: [`service`] turns requests into calls and results into responses; [`container`]
 //! creates and deletes containers; [`ops`] runs everything in between; [`process`] and
@@ -16,6 +16,7 @@ mod metrics;
 mod mount;
 mod ops;
 mod options;
+mod options_config;
 mod process;
 mod service;
 mod spawn;
@@ -133,6 +134,14 @@ impl Runtime for RuncRuntime {
 
     fn info(options: Option<&Any>) -> Result<RuntimeInfo, RuntimeError> {
         Ok(cleanup::info(Self::NAME, Self::VERSION, options)?)
+    }
+
+    /// Reads `ShimCgroup` from either options form, so CRI handlers can set it too.
+    fn shim_cgroup(options: &Any) -> Option<String> {
+        options::RuntimeOptions::from_any(Some(options))
+            .ok()
+            .map(|options| options.shim_cgroup)
+            .filter(|cgroup| !cgroup.is_empty())
     }
 }
 

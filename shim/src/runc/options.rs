@@ -10,6 +10,9 @@ use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 use serde::{Deserialize, Serialize};
 use wren_shim_protocol::runc::Options;
+use wren_shim_protocol::runtimeoptions::Options as CriOptions;
+
+use super::options_config::{self, ConfigError};
 
 /// Where runc keeps container state unless the options say otherwise.
 pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
@@ -20,14 +23,18 @@ const OPTIONS_FILE: &str = "options.json";
 const RUNTIME_FILE: &str = "runtime";
 /// The type URL containerd gives the options (the proto full name).
 const OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+/// What containerd's CRI plugin sends instead to runtime types other than runc's.
+const CRI_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
 /// Errors from decoding, saving or loading runtime options.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("runtime options have type {type_url}, expected {OPTIONS_TYPE}")]
+    #[error("runtime options have type {type_url}, expected {OPTIONS_TYPE} or {CRI_OPTIONS_TYPE}")]
     WrongType { type_url: String },
     #[error("failed to decode runtime options")]
     Decode(#[source] protobuf::Error),
+    #[error("failed to read the runtime handler's configuration")]
+    CriConfig(#[source] ConfigError),
     #[error("failed to encode runtime options as json")]
     EncodeJson(#[source] serde_json::Error),
     #[error("failed to decode runtime options json {path}")]
@@ -106,21 +113,27 @@ impl From<Options> for RuntimeOptions {
 }
 
 impl RuntimeOptions {
-    /// Decodes `CreateTaskRequest.options`. No options (or an empty `Any`) means defaults.
+    /// Decodes `CreateTaskRequest.options`: runc's options, or the CRI plugin's
+    /// `runtimeoptions.v1.Options` pointing at the handler's TOML table. No options (or an
+    /// empty `Any`) means defaults.
     pub fn from_any(any: Option<&Any>) -> Result<Self, Error> {
         let Some(any) = any.filter(|any| !any.type_url.is_empty() || !any.value.is_empty()) else {
             return Ok(Self::default());
         };
         // Clients have used both the bare full name and the `types.googleapis.com/` form.
         let name = any.type_url.rsplit('/').next().unwrap_or_default();
-        if name != OPTIONS_TYPE {
-            return Err(Error::WrongType {
+        match name {
+            OPTIONS_TYPE => Options::parse_from_bytes(&any.value)
+                .map(Self::from)
+                .map_err(Error::Decode),
+            CRI_OPTIONS_TYPE => {
+                let cri = CriOptions::parse_from_bytes(&any.value).map_err(Error::Decode)?;
+                options_config::from_cri(&cri).map_err(Error::CriConfig)
+            }
+            _ => Err(Error::WrongType {
                 type_url: any.type_url.clone(),
-            });
+            }),
         }
-        Options::parse_from_bytes(&any.value)
-            .map(Self::from)
-            .map_err(Error::Decode)
     }
 
     /// The runc binary to run.
@@ -239,6 +252,18 @@ mod tests {
             RuntimeOptions::from_any(Some(&any)),
             Err(Error::WrongType { .. })
         ));
+    }
+
+    #[test]
+    fn cri_runtime_options_carry_the_handler_table() {
+        let mut cri = CriOptions::new();
+        cri.config_body = b"BinaryName = \"crun\"\nSystemdCgroup = true\n".to_vec();
+        let mut any = Any::new();
+        any.type_url = CRI_OPTIONS_TYPE.to_owned();
+        any.value = cri.write_to_bytes().unwrap();
+        let options = RuntimeOptions::from_any(Some(&any)).unwrap();
+        assert_eq!(options.binary(), "crun");
+        assert!(options.systemd_cgroup);
     }
 
     #[test]

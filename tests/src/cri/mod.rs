@@ -176,8 +176,18 @@ impl CriContainerd {
         self.daemon.is_some()
     }
 
+    /// Where runc keeps `id`'s state when the handler honoured its options' private `Root`.
+    pub fn private_runc_state(&self, id: &str) -> PathBuf {
+        self.runc_root().join(K8S_NAMESPACE).join(id)
+    }
+
     fn runc_root(&self) -> PathBuf {
         self.socket_dir.join("runc")
+    }
+
+    /// The wren handler's options file (its `ConfigPath`).
+    fn wren_options(&self) -> PathBuf {
+        self.dir.path().join("wren-options.toml")
     }
 
     fn write_config(&self) {
@@ -201,8 +211,14 @@ impl CriContainerd {
                 &self.dir.path().join("cni-bin").display().to_string(),
             )
             .replace("@RUNC_ROOT@", &self.runc_root().display().to_string())
+            .replace("@WREN_OPTIONS@", &self.wren_options().display().to_string())
             .replace("@PAUSE_IMAGE@", PAUSE_IMAGE);
         fs::write(self.dir.path().join("config.toml"), config).expect("write containerd config");
+        let wren_options = format!(
+            "SystemdCgroup = false\nBinaryName = \"runc\"\nRoot = \"{}\"\n",
+            self.runc_root().display()
+        );
+        fs::write(self.wren_options(), wren_options).expect("write wren runtime options");
     }
 
     fn spawn_daemon(&mut self, handler: Handler) {
