@@ -66,6 +66,8 @@ impl Runtime {
 #[derive(Debug)]
 pub struct Containerd {
     runtime: Runtime,
+    /// More directories containerd looks for shim binaries in (other runtimes under test).
+    extra_shim_dirs: Vec<PathBuf>,
     namespace: String,
     dir: tempfile::TempDir,
     socket_dir: PathBuf,
@@ -79,6 +81,12 @@ pub struct Containerd {
 impl Containerd {
     /// Writes a config for a fresh containerd, starts it and waits until `ctr version` answers.
     pub fn start(runtime: Runtime) -> Self {
+        Self::start_with_shim_dirs(runtime, Vec::new())
+    }
+
+    /// Like [`Containerd::start`], with `shim_dirs` also on containerd's PATH, so runtimes
+    /// other than the two runc shims (such as an example runtime) can be named by type.
+    pub fn start_with_shim_dirs(runtime: Runtime, shim_dirs: Vec<PathBuf>) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::Builder::new()
             .prefix("wren-containerd-")
@@ -94,6 +102,7 @@ impl Containerd {
         fs::create_dir_all(dir.path().join("fifo")).expect("create fifo dir");
         let mut containerd = Self {
             runtime,
+            extra_shim_dirs: shim_dirs,
             namespace: unique_id("wt"),
             address: socket_dir.join("containerd.sock"),
             socket_dir,
@@ -290,9 +299,22 @@ disabled_plugins = [
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);
-        if let Some(shim_dir) = self.runtime.shim_dir() {
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", shim_dir.display()));
+        let shim_dirs: Vec<PathBuf> = self
+            .runtime
+            .shim_dir()
+            .into_iter()
+            .chain(self.extra_shim_dirs.iter().cloned())
+            .collect();
+        if !shim_dirs.is_empty() {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let joined = std::env::join_paths(
+                shim_dirs
+                    .iter()
+                    .cloned()
+                    .chain(std::env::split_paths(&path)),
+            )
+            .expect("shim dirs hold no ':'");
+            cmd.env("PATH", joined);
         }
         self.daemon = Some(cmd.spawn().expect("spawn containerd"));
         self.wait_until_ready();
