@@ -11,6 +11,7 @@ scripts/install-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --quiet
 # Integration tests of one package drive the binaries of others (the shim, wrenctl).
 cargo build --workspace --bins --examples
 if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain)" ]; then
