@@ -186,3 +186,39 @@ fn failed_create_leaves_nothing_and_frees_the_id() {
     shutdown(&shim);
     harness.assert_clean(&shim);
 }
+
+/// Bad input containerd can send: options whose bytes are not the message their type URL
+/// names, and a bundle that does not exist. Each gets a clear error with the right code, and
+/// neither leaves a container, mount or runc state behind.
+#[test]
+fn malformed_options_and_missing_bundle_are_refused_cleanly() {
+    wren_tests::require_root!();
+    let mut harness = Harness::new();
+    let task = harness.task("badinput", &["true"]);
+    let shim = harness.start_shim(&task);
+
+    let mut garbled = create_request(&harness, &task, None);
+    let mut options = protobuf::well_known_types::any::Any::new();
+    options.type_url = "containerd.runc.v1.Options".into();
+    options.value = vec![0xff, 0xff, 0xff];
+    garbled.options = protobuf::MessageField::some(options);
+    let refused = shim.client.create(ctx(), &garbled);
+    assert!(
+        format!("{refused:?}").contains("runtime options"),
+        "{refused:?}"
+    );
+    assert_eq!(code_of(refused), ttrpc::Code::INVALID_ARGUMENT);
+
+    let mut nowhere = create_request(&harness, &task, None);
+    nowhere.bundle = "/nonexistent/wren-bundle".into();
+    let refused = shim.client.create(ctx(), &nowhere);
+    assert!(
+        format!("{refused:?}").contains("/nonexistent/wren-bundle"),
+        "{refused:?}"
+    );
+
+    assert_eq!(code_of(state(&shim, &task.id, "")), ttrpc::Code::NOT_FOUND);
+    assert_eq!(harness.runc_containers(), Vec::<String>::new());
+    shutdown(&shim);
+    harness.assert_clean(&shim);
+}
