@@ -244,7 +244,7 @@ fn wait_ready(
             Ok(_) | Err(Errno::EINTR) => {}
             Err(errno) => return Err(failed(errno)),
         }
-        if !fds[0].revents().is_some_and(|r| !r.is_empty()) {
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
         let mut byte = [0u8; 1];
