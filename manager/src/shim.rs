@@ -188,9 +188,9 @@ impl Shim {
         if let Some(log) = log {
             log.finish();
         }
-        let shim_gone = pidfd.as_ref().map_or(true, |fd| {
-            sys::wait_exit(fd, Duration::ZERO).unwrap_or(false)
-        });
+        let shim_gone = pidfd
+            .as_ref()
+            .is_none_or(|fd| sys::wait_exit(fd, Duration::ZERO).unwrap_or(false));
         if shim_gone {
             // A SIGKILLed shim leaves its socket behind (PROTOCOL.md §1.5).
             let _ = std::fs::remove_file(&address.socket);

@@ -214,7 +214,7 @@ pub fn exit_policy(bundle: &Path) -> ExitPolicy {
         .is_some_and(|namespaces| {
             namespaces
                 .iter()
-                .any(|ns| ns["type"] == "pid" && ns["path"].as_str().map_or(true, str::is_empty))
+                .any(|ns| ns["type"] == "pid" && ns["path"].as_str().is_none_or(str::is_empty))
         });
     if private {
         ExitPolicy::InitOnly

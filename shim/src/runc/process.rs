@@ -275,8 +275,7 @@ impl Process {
     /// Waits at most `timeout` for the output to reach the client; true if it did (or there is
     /// no output to wait for).
     pub fn wait_drained(&self, timeout: Duration) -> bool {
-        self.drain()
-            .map_or(true, |drain| drain.wait_timeout(timeout))
+        self.drain().is_none_or(|drain| drain.wait_timeout(timeout))
     }
 
     /// Runs `f` on the IO, if the process has any.

@@ -149,7 +149,7 @@ fn is_zombie(pid: libc::pid_t) -> bool {
     };
     // The state follows the parenthesised command name, which may itself hold spaces.
     stat.rsplit_once(')')
-        .map_or(true, |(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
 
 fn nul_separated(bytes: &[u8]) -> Vec<String> {
