@@ -137,7 +137,7 @@ fn kill_all_signals_every_process() {
     // only `--all` reaches its background child, whose death lets `wait` return.
     let script = "sleep 1000 & echo ready; wait; echo reaped; exec sleep 1000";
     let bundle = fx.bundle("bundle", &["sh", "-c", script]);
-    let id = unique_id("wren-rd-killall");
+    let id = unique_id("wren-rd-kill-all");
     let (stdout_r, stdout_w) = pipe();
     let stdio = Stdio {
         stdout: Some(stdout_w),

@@ -2,26 +2,23 @@
 //! `start` as containerd 2.3 runs it (BootstrapParams on stdin), the daemon it leaves
 //! behind, the task RPCs over ttrpc, events to a containerd stand-in, Shutdown, `delete`.
 
+mod events_recorder;
+
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use protobuf::well_known_types::empty::Empty;
 use protobuf::{Message, MessageField};
 use ttrpc::context::Context;
-use ttrpc::TtrpcContext;
 use wren_shim::socket::{socket_address, socket_path};
 use wren_shim_protocol::bootstrap::{BootstrapParams, Extension};
-use wren_shim_protocol::events_ttrpc::{create_events, Events, ForwardRequest};
 use wren_shim_protocol::task::{
     ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, PauseRequest, PidsRequest,
     ShutdownRequest, StartRequest, WaitRequest,
@@ -33,40 +30,23 @@ use wren_shim_protocol::types::Envelope;
 const NAMESPACE: &str = "wren-test";
 const BOUND: Duration = Duration::from_secs(30);
 
-struct Recorder(Sender<Envelope>);
-
-impl Events for Recorder {
-    fn forward(&self, _ctx: &TtrpcContext, request: ForwardRequest) -> ttrpc::Result<Empty> {
-        let _ = self.0.send(request.envelope.unwrap_or_default());
-        Ok(Empty::new())
-    }
-}
-
 /// A containerd stand-in: a temp dir with an events server, and the shims it started.
 struct Containerd {
     tmp: tempfile::TempDir,
     events: Receiver<Envelope>,
-    _server: ttrpc::Server,
-    _listener: UnixListener,
+    _events_server: events_recorder::EventsServer,
     daemons: Vec<i32>,
 }
 
 impl Containerd {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let (tx, events) = crossbeam_channel::unbounded();
-        let listener = UnixListener::bind(tmp.path().join("containerd.sock.ttrpc")).unwrap();
-        let recorder: Arc<dyn Events + Send + Sync> = Arc::new(Recorder(tx));
-        let mut server = ttrpc::Server::new()
-            .add_listener(listener.as_raw_fd())
-            .unwrap()
-            .register_service(create_events(recorder));
-        server.start().unwrap();
+        let (events_server, events) =
+            events_recorder::serve(&tmp.path().join("containerd.sock.ttrpc"));
         Self {
             tmp,
             events,
-            _server: server,
-            _listener: listener,
+            _events_server: events_server,
             daemons: Vec::new(),
         }
     }

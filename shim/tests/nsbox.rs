@@ -3,26 +3,23 @@
 //! Unimplemented for what it leaves out, and nothing left behind. Also checks that the
 //! code `docs/guide.md` quotes is still in the examples.
 
+mod events_recorder;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::{mkfifo, Pid};
 use protobuf::well_known_types::empty::Empty;
 use protobuf::Message;
 use ttrpc::context::Context;
-use ttrpc::TtrpcContext;
 use wren_shim_protocol::bootstrap::BootstrapParams;
-use wren_shim_protocol::events_ttrpc::{create_events, Events, ForwardRequest};
 use wren_shim_protocol::task::{
     ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, ExecProcessRequest,
     KillRequest, PauseRequest, PidsRequest, ShutdownRequest, StartRequest, StateRequest,
@@ -34,40 +31,23 @@ use wren_shim_protocol::types::{Envelope, Status};
 const NAMESPACE: &str = "wren-nsbox-test";
 const BOUND: Duration = Duration::from_secs(30);
 
-struct Recorder(Sender<Envelope>);
-
-impl Events for Recorder {
-    fn forward(&self, _ctx: &TtrpcContext, request: ForwardRequest) -> ttrpc::Result<Empty> {
-        let _ = self.0.send(request.envelope.unwrap_or_default());
-        Ok(Empty::new())
-    }
-}
-
 /// A containerd stand-in: a temp dir with an events server, and the daemon it started.
 struct Containerd {
     tmp: tempfile::TempDir,
     events: Receiver<Envelope>,
-    _server: ttrpc::Server,
-    _listener: UnixListener,
+    _events_server: events_recorder::EventsServer,
     daemon: Option<i32>,
 }
 
 impl Containerd {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let (tx, events) = crossbeam_channel::unbounded();
-        let listener = UnixListener::bind(tmp.path().join("containerd.sock.ttrpc")).unwrap();
-        let recorder: Arc<dyn Events + Send + Sync> = Arc::new(Recorder(tx));
-        let mut server = ttrpc::Server::new()
-            .add_listener(listener.as_raw_fd())
-            .unwrap()
-            .register_service(create_events(recorder));
-        server.start().unwrap();
+        let (events_server, events) =
+            events_recorder::serve(&tmp.path().join("containerd.sock.ttrpc"));
         Self {
             tmp,
             events,
-            _server: server,
-            _listener: listener,
+            _events_server: events_server,
             daemon: None,
         }
     }

@@ -8,26 +8,24 @@
     reason = "each test file uses a different part of the harness"
 )]
 
+#[path = "../events_recorder/mod.rs"]
+mod events_recorder;
+
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::empty::Empty;
 use protobuf::{Message, MessageField};
 use ttrpc::context::Context;
-use ttrpc::TtrpcContext;
 use wren_shim_protocol::bootstrap::BootstrapParams;
-use wren_shim_protocol::events_ttrpc::{create_events, Events, ForwardRequest};
 use wren_shim_protocol::task::{
     ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, ExecProcessRequest,
     KillRequest, ShutdownRequest, StartRequest, StateRequest, StateResponse, WaitRequest,
@@ -40,21 +38,11 @@ pub const NAMESPACE: &str = "wren-runc-test";
 /// A bound on every wait, so a broken shim fails the test instead of hanging it.
 pub const BOUND: Duration = Duration::from_secs(30);
 
-struct Recorder(Sender<Envelope>);
-
-impl Events for Recorder {
-    fn forward(&self, _ctx: &TtrpcContext, request: ForwardRequest) -> ttrpc::Result<Empty> {
-        let _ = self.0.send(request.envelope.unwrap_or_default());
-        Ok(Empty::new())
-    }
-}
-
 /// One containerd stand-in with its own temp dir, events server and runc root.
 pub struct Harness {
     pub tmp: tempfile::TempDir,
     events: Receiver<Envelope>,
-    _server: ttrpc::Server,
-    _listener: UnixListener,
+    _events_server: events_recorder::EventsServer,
     shims: Vec<u32>,
     logs: Vec<File>,
 }
@@ -85,19 +73,12 @@ pub struct Fifos {
 impl Harness {
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let (tx, events) = crossbeam_channel::unbounded();
-        let listener = UnixListener::bind(tmp.path().join("containerd.sock.ttrpc")).unwrap();
-        let recorder: Arc<dyn Events + Send + Sync> = Arc::new(Recorder(tx));
-        let mut server = ttrpc::Server::new()
-            .add_listener(listener.as_raw_fd())
-            .unwrap()
-            .register_service(create_events(recorder));
-        server.start().unwrap();
+        let (events_server, events) =
+            events_recorder::serve(&tmp.path().join("containerd.sock.ttrpc"));
         Self {
             tmp,
             events,
-            _server: server,
-            _listener: listener,
+            _events_server: events_server,
             shims: Vec::new(),
             logs: Vec::new(),
         }
