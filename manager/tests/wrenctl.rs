@@ -185,22 +185,12 @@ fn missing_runtime_binary_fails_cleanly(shim: &str) {
     );
 }
 
-/// Live (non-zombie) processes whose command line mentions `needle`.
-fn shim_processes_with(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'));
-            !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
-        })
+/// Live processes whose command line mentions `needle`.
+fn shim_processes_with(needle: &str) -> Vec<libc::pid_t> {
+    wren_tests::live_processes()
+        .into_iter()
+        .filter(|process| process.argv.iter().any(|arg| arg.contains(needle)))
+        .map(|process| process.pid)
         .collect()
 }
 

@@ -1,5 +1,6 @@
-//! Leak checks and paths to the workspace's own binaries.
+//! Leak checks (open fds, live processes) and paths to the workspace's own binaries.
 
+use std::fs;
 use std::path::PathBuf;
 
 /// The number of open file descriptors of this process.
@@ -26,4 +27,59 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A live (not zombie) process seen in `/proc`.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    /// Its PID.
+    pub pid: libc::pid_t,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Its environment (`NAME=value`).
+    pub environ: Vec<String>,
+}
+
+/// Every live process on the host. Zombies are left out: this VM's PID 1 does not reap
+/// orphans, so exited daemons stay as zombies of PID 1 that nobody here can clean up.
+pub fn live_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()?
+                .parse::<libc::pid_t>()
+                .ok()
+        })
+        .filter(|pid| !is_zombie(*pid))
+        .filter_map(|pid| {
+            let argv = nul_separated(&fs::read(format!("/proc/{pid}/cmdline")).ok()?);
+            let environ =
+                nul_separated(&fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+            Some(ProcInfo { pid, argv, environ })
+        })
+        .collect()
+}
+
+/// Whether `pid` is gone or a zombie (an exited process nobody has reaped yet).
+pub fn is_zombie(pid: libc::pid_t) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    stat.rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+}
+
+/// The NUL-separated strings of a `/proc/<pid>/{cmdline,environ}` file.
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect()
 }

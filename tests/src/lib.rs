@@ -12,5 +12,5 @@ pub mod skip;
 
 pub use bundle::{busybox_rootfs, unique_id, Bundle};
 pub use containerd::{Containerd, Runtime};
-pub use leaks::{open_fds, workspace_bin};
+pub use leaks::{is_zombie, live_processes, open_fds, workspace_bin, ProcInfo};
 pub use skip::{is_root, skip};

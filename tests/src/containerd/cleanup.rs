@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::process::{is_alive, live_processes, sigkill, ProcInfo};
+use super::process::{is_alive, sigkill};
 use super::{Containerd, STATE_DEADLINE};
+use crate::leaks::{live_processes, ProcInfo};
 
 /// Where containerd 1.6 shims put their sockets.
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use cleanup::shim_socket_path;
 pub use events::{Event, EventLog};
-pub use process::{output_text, run_with_deadline, run_with_input, ProcInfo};
+pub use process::{output_text, run_with_deadline, run_with_input};
 pub use scenario::{sha256_hex, SpecOptions, StreamedOutput};
 
 use crate::bundle::busybox_rootfs;

@@ -1,6 +1,5 @@
 //! Child processes with a deadline, and what `/proc` says about other processes.
 
-use std::fs;
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
@@ -107,59 +106,6 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
-/// A live (not zombie) process seen in `/proc`.
-#[derive(Debug, Clone)]
-pub struct ProcInfo {
-    /// Its PID.
-    pub pid: libc::pid_t,
-    /// Its command line.
-    pub argv: Vec<String>,
-    /// Its environment (`NAME=value`).
-    pub environ: Vec<String>,
-}
-
-/// Every live process on the host. Zombies are left out: this VM's PID 1 does not reap
-/// orphans, so exited daemons stay as zombies of PID 1 that nobody here can clean up.
-pub(crate) fn live_processes() -> Vec<ProcInfo> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            entry
-                .ok()?
-                .file_name()
-                .to_str()?
-                .parse::<libc::pid_t>()
-                .ok()
-        })
-        .filter(|pid| !is_zombie(*pid))
-        .filter_map(|pid| {
-            let argv = nul_separated(&fs::read(format!("/proc/{pid}/cmdline")).ok()?);
-            let environ =
-                nul_separated(&fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
-            Some(ProcInfo { pid, argv, environ })
-        })
-        .collect()
-}
-
-fn is_zombie(pid: libc::pid_t) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    stat.rsplit_once(')')
-        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-}
-
-fn nul_separated(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .split(|b| *b == 0)
-        .filter(|part| !part.is_empty())
-        .map(|part| String::from_utf8_lossy(part).into_owned())
-        .collect()
-}
-
 /// Sends SIGKILL to `pid`, a process found in `/proc` that we did not spawn ourselves.
 pub(crate) fn sigkill(pid: libc::pid_t) {
     // SAFETY: kill(2) touches no memory. `pid` was read from /proc moments ago and matched
@@ -170,5 +116,5 @@ pub(crate) fn sigkill(pid: libc::pid_t) {
 
 /// Whether `pid` still names a live process.
 pub(crate) fn is_alive(pid: libc::pid_t) -> bool {
-    !is_zombie(pid)
+    !crate::leaks::is_zombie(pid)
 }

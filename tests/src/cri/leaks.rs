@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{CriContainerd, K8S_NAMESPACE};
 use crate::containerd::{shim_socket_path, STATE_DEADLINE};
+use crate::leaks::live_processes;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -20,25 +21,15 @@ impl CriContainerd {
     /// `ctr` is never among them: it takes `--address`, with two dashes.
     pub fn shim_pids(&self) -> Vec<libc::pid_t> {
         let address = self.address.display().to_string();
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|entry| {
-                entry
-                    .ok()?
-                    .file_name()
-                    .to_str()?
-                    .parse::<libc::pid_t>()
-                    .ok()
+        live_processes()
+            .into_iter()
+            .filter(|process| {
+                process
+                    .argv
+                    .windows(2)
+                    .any(|w| w[0] == "-address" && w[1] == address)
             })
-            .filter(|pid| !is_zombie(*pid))
-            .filter(|pid| {
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let argv: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
-                argv.windows(2)
-                    .any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
-            })
+            .map(|process| process.pid)
             .collect()
     }
 
@@ -203,15 +194,6 @@ impl CriContainerd {
         }
         let _ = fs::remove_dir_all(&self.socket_dir);
     }
-}
-
-fn is_zombie(pid: libc::pid_t) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    stat.rsplit_once(')')
-        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
 
 fn dir_entries(dir: &Path) -> Vec<PathBuf> {
