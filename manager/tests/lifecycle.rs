@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{shims, Session};
+use common::Session;
 use wren_manager::events::EventPayload;
 use wren_manager::shim::ShimLiveness;
 use wren_manager::stdio::{Input, StdinMode};
@@ -84,24 +84,8 @@ fn dead_shim_is_cleaned_up(shim: &str) {
     assert_eq!(cleanup.status, 137);
 }
 
-#[test]
-fn exit_code_events_and_stdio_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| exit_code_events_and_stdio(shim));
-}
-
-#[test]
-fn stdin_reaches_cat_all_shims() {
-    wren_tests::require_root!();
-    shims().iter().for_each(|shim| stdin_reaches_cat(shim));
-}
-
-#[test]
-fn dead_shim_is_cleaned_up_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| dead_shim_is_cleaned_up(shim));
-}
+common::test_every_shim!(
+    exit_code_events_and_stdio,
+    stdin_reaches_cat,
+    dead_shim_is_cleaned_up
+);

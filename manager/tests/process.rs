@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{shims, Session};
+use common::Session;
 use serde_json::json;
 use wren_manager::client::{ExecProcess, KillScope, Metrics};
 use wren_manager::events::EventPayload;
@@ -119,14 +119,4 @@ fn kill_sigterm_gives_143(shim: &str) {
     s.teardown_and_check();
 }
 
-#[test]
-fn exec_pids_stats_pause_all_shims() {
-    wren_tests::require_root!();
-    shims().iter().for_each(|shim| exec_pids_stats_pause(shim));
-}
-
-#[test]
-fn kill_sigterm_gives_143_all_shims() {
-    wren_tests::require_root!();
-    shims().iter().for_each(|shim| kill_sigterm_gives_143(shim));
-}
+common::test_every_shim!(exec_pids_stats_pause, kill_sigterm_gives_143);

@@ -5,8 +5,6 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::shims;
-
 fn wrenctl(state: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wrenctl"))
         .arg("--state")
@@ -195,38 +193,6 @@ fn shim_processes_with(needle: &str) -> Vec<libc::pid_t> {
 }
 
 #[test]
-fn missing_runtime_binary_fails_cleanly_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| missing_runtime_binary_fails_cleanly(shim));
-}
-
-#[test]
-fn attached_run_passes_exit_code_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| attached_run_passes_exit_code(shim));
-}
-
-#[test]
-fn overlay_rootfs_keeps_lower_clean_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| overlay_rootfs_keeps_lower_clean(shim));
-}
-
-#[test]
-fn detached_run_is_found_again_all_shims() {
-    wren_tests::require_root!();
-    shims()
-        .iter()
-        .for_each(|shim| detached_run_is_found_again(shim));
-}
-
-#[test]
 fn help_explains_every_command() {
     let tmp = tempfile::tempdir().unwrap();
     for command in [
@@ -243,3 +209,10 @@ fn help_explains_every_command() {
     assert_eq!(bad.status.code(), Some(125));
     assert!(text(&bad.stderr).contains("unknown command"));
 }
+
+common::test_every_shim!(
+    missing_runtime_binary_fails_cleanly,
+    attached_run_passes_exit_code,
+    overlay_rootfs_keeps_lower_clean,
+    detached_run_is_found_again
+);

@@ -28,6 +28,26 @@ pub fn shims() -> Vec<String> {
     ]
 }
 
+/// Generates `every_shim::<scenario>`: one test per scenario function (taking a shim path),
+/// run against every shim in [`shims`], so each scenario proves the manager on containerd's Go
+/// shim and on wren alike.
+macro_rules! test_every_shim {
+    ($($scenario:ident),* $(,)?) => {
+        mod every_shim {
+            $(
+                #[test]
+                fn $scenario() {
+                    wren_tests::require_root!();
+                    for shim in super::common::shims() {
+                        super::$scenario(&shim);
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use test_every_shim;
+
 /// The namespace tests use.
 pub const NAMESPACE: &str = "wren-manager-test";
 
