@@ -45,16 +45,7 @@ fn sigterm_exits_143(rt: Runtime) {
     };
     cd.run_spec_detached(&id, &["sleep", "1000"], &options);
     assert_eq!(cd.task_status(&id).as_deref(), Some("RUNNING"));
-    cd.ctr_ok(&["tasks", "kill", "--signal", "SIGTERM", &id]);
-    assert_eq!(
-        events.wait_exit_status(&id),
-        143,
-        "events:\n{}",
-        events.raw()
-    );
-    cd.wait_for_status(&id, "STOPPED");
-    cd.kill_and_remove(&id);
-    cd.assert_no_leaks();
+    cd.kill_expecting_exit(&events, &id, "SIGTERM", 143);
 }
 
 fn sigkill_exits_137(rt: Runtime) {
@@ -62,16 +53,7 @@ fn sigkill_exits_137(rt: Runtime) {
     let events = cd.events();
     let id = cd.new_id("kill");
     cd.run_detached(&[], &id, &["sleep", "1000"]);
-    cd.ctr_ok(&["tasks", "kill", "--signal", "SIGKILL", &id]);
-    assert_eq!(
-        events.wait_exit_status(&id),
-        137,
-        "events:\n{}",
-        events.raw()
-    );
-    cd.wait_for_status(&id, "STOPPED");
-    cd.kill_and_remove(&id);
-    cd.assert_no_leaks();
+    cd.kill_expecting_exit(&events, &id, "SIGKILL", 137);
 }
 
 fn events_arrive_in_order(rt: Runtime) {

@@ -32,16 +32,7 @@ fn task_survives_containerd_restart(rt: Runtime) {
         "containerd must reconnect to the same shim"
     );
     let events = cd.events();
-    cd.ctr_ok(&["tasks", "kill", "--signal", "SIGKILL", &id]);
-    assert_eq!(
-        events.wait_exit_status(&id),
-        137,
-        "events:\n{}",
-        events.raw()
-    );
-    cd.wait_for_status(&id, "STOPPED");
-    cd.kill_and_remove(&id);
-    cd.assert_no_leaks();
+    cd.kill_expecting_exit(&events, &id, "SIGKILL", 137);
 }
 
 /// The shim dies with SIGKILL: containerd notices the closed connection, runs the shim's

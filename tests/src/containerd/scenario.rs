@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::events::EventLog;
 use super::process::{drain, wait_with_deadline};
 use super::{Containerd, CTR_DEADLINE, STATE_DEADLINE};
 use crate::bundle::default_spec;
@@ -45,6 +46,21 @@ pub struct StreamedOutput {
 }
 
 impl Containerd {
+    /// Sends `signal` to task `id`, asserts its `/tasks/exit` (seen in `events`) carries
+    /// `status`, then removes task and container and asserts nothing is left behind.
+    pub fn kill_expecting_exit(&self, events: &EventLog, id: &str, signal: &str, status: i64) {
+        self.ctr_ok(&["tasks", "kill", "--signal", signal, id]);
+        assert_eq!(
+            events.wait_exit_status(id),
+            status,
+            "events:\n{}",
+            events.raw()
+        );
+        self.wait_for_status(id, "STOPPED");
+        self.kill_and_remove(id);
+        self.assert_no_leaks();
+    }
+
     /// `ctr run` with this instance's runtime, `PATH`, FIFO dir and busybox rootfs, plus
     /// `flags`. A `--rootfs` container gets no image env, so `PATH` must be set or runc
     /// cannot find `sh`.
