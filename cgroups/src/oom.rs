@@ -153,9 +153,9 @@ enum Target {
 }
 
 impl OomWatcher {
-    /// Starts the `oom` thread; events go to `events` (unbounded is best: a full channel
-    /// would stall the watcher, never drop an event).
-    pub fn spawn(events: Sender<OomEvent>) -> Result<Self, OomError> {
+    /// Starts the `oom` thread; events go to `events`: a channel (unbounded is best: a full
+    /// one would stall the watcher, never drop an event) or any other [`OomSink`].
+    pub fn spawn(events: impl OomSink) -> Result<Self, OomError> {
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         let wake = Arc::new(EventFd::from_flags(flags).map_err(OomError::CreateEventFd)?);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(OomError::CreateEpoll)?;
@@ -173,7 +173,7 @@ impl OomWatcher {
             wake: Arc::clone(&wake),
             inotify,
             commands: command_rx,
-            events,
+            events: Box::new(events),
             watches: HashMap::new(),
             tokens: HashMap::new(),
             descriptors: HashMap::new(),
@@ -277,7 +277,7 @@ struct Worker {
     wake: Arc<EventFd>,
     inotify: Inotify,
     commands: Receiver<Command>,
-    events: Sender<OomEvent>,
+    events: Box<dyn OomSink>,
     watches: HashMap<u64, Watch>,
     tokens: HashMap<String, u64>,
     descriptors: HashMap<WatchDescriptor, u64>,
@@ -472,7 +472,7 @@ impl Worker {
         }
         if watch.dir.join("memory.oom_control").exists() {
             watch.reported += 1;
-            send(&self.events, &watch.key);
+            send(self.events.as_ref(), &watch.key);
             return Flush::Oom;
         }
         // Removed: the kernel sends nothing more on this eventfd.
@@ -547,16 +547,29 @@ impl Worker {
             return Flush::NoOom;
         }
         watch.reported = kills;
-        send(&self.events, &watch.key);
+        send(self.events.as_ref(), &watch.key);
         Flush::Oom
     }
 }
 
-fn send(events: &Sender<OomEvent>, key: &str) {
+/// Where an [`OomWatcher`] delivers its events; called on the `oom` thread, so it must not
+/// block for long.
+pub trait OomSink: Send + 'static {
+    /// Takes one event; `false` means the receiver is gone.
+    fn deliver(&self, event: OomEvent) -> bool;
+}
+
+impl OomSink for Sender<OomEvent> {
+    fn deliver(&self, event: OomEvent) -> bool {
+        self.send(event).is_ok()
+    }
+}
+
+fn send(events: &dyn OomSink, key: &str) {
     let event = OomEvent {
         key: key.to_owned(),
     };
-    if events.send(event).is_err() {
+    if !events.deliver(event) {
         log::warn!("oom watcher: event receiver dropped; oom of {key} not delivered");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use protobuf::MessageField;
-use ttrpc::TtrpcContext;
+use wren_shim::RequestContext;
 use wren_shim::status::{self, Code};
 use wren_shim::{CleanupContext, Monitor, Publisher, Runtime, ShimContext, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
@@ -203,7 +203,7 @@ impl TaskService for ProcessRuntime {
 
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &RequestContext,
         request: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         let bundle = PathBuf::from(&request.bundle);
@@ -227,13 +227,13 @@ impl TaskService for ProcessRuntime {
         Ok(CreateTaskResponse::new())
     }
 
-    fn start(&self, _ctx: &TtrpcContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
+    fn start(&self, _ctx: &RequestContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
         let mut response = StartResponse::new();
         response.pid = self.spawn(&request.id)?;
         Ok(response)
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
+    fn pids(&self, _ctx: &RequestContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let pid = self
             .task_pid(&request.id)
             .ok_or(ProcessError::NotFound { id: request.id })?;
@@ -246,7 +246,7 @@ impl TaskService for ProcessRuntime {
         Ok(response)
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
+    fn wait(&self, _ctx: &RequestContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
         let mut tasks = self.lock();
         loop {
             let task = tasks
@@ -268,7 +268,7 @@ impl TaskService for ProcessRuntime {
         }
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let mut tasks = self.lock();
         let task = tasks
             .get(&request.id)

@@ -1,8 +1,10 @@
-//! The long-lived daemon: set up the process, start the threads, serve until shutdown.
+//! The long-lived daemon: set up the process, serve until shutdown.
 //!
-//! Threads: "reaper" (signals and exits), "publisher" (events), and the ttrpc server's
-//! listener, connection and worker threads. The main thread only waits for the shutdown
-//! trigger, then stops accepting, flushes the events and removes the socket.
+//! The main thread runs one epoll loop over the listener, the client connections, the
+//! signal pipes (SIGCHLD reaps here) and the shutdown trigger. Everything else runs on
+//! threads that exist only while they have work: "rpc" workers for requests and the
+//! "publisher" for events. On shutdown it stops accepting, flushes the events and removes
+//! the socket.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -13,32 +15,46 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{getsockname, UnixAddr};
-use ttrpc::Server;
 
 use crate::flags::Flags;
 use crate::launch::LISTENER_FD;
 use crate::logger::{StderrLogger, Verbosity};
+use crate::pool::WorkerPool;
 use crate::publisher::Publisher;
-use crate::reaper::{register_signals, start_reaper, Monitor};
+use crate::reaper::Monitor;
 use crate::runtime::{Runtime, ShimContext, TaskAdapter, TaskService};
+use crate::server::Server;
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
+use crate::signals::{self, SignalPipes};
 use crate::socket::{address_path, claim, Claim};
 use crate::start_input::StartInput;
 
 /// How long shutdown waits for queued events to reach containerd.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests handled at once; more wait in order. containerd rarely has more than a few in
+/// flight per shim, since Wait holds no thread.
+const MAX_RPC_THREADS: usize = 16;
+
+// Epoll tokens of the main loop's fixed sources; connections take the ones after.
+const LISTENER_TOKEN: u64 = 0;
+const CHILD_SIGNAL_TOKEN: u64 = 1;
+const TERMINATE_SIGNAL_TOKEN: u64 = 2;
+const SHUTDOWN_TOKEN: u64 = 3;
+const FIRST_CONNECTION_TOKEN: u64 = 16;
 
 /// Errors that keep the daemon from serving.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// A reaper or signal setup step failed.
-    #[error(transparent)]
-    Reaper(#[from] crate::reaper::ReaperError),
-    /// The publisher could not start.
-    #[error(transparent)]
-    Publisher(#[from] crate::publisher::PublisherError),
+    /// The signal handlers could not be installed.
+    #[error("failed to install the signal handlers")]
+    Signals(#[source] io::Error),
+    /// The main loop's epoll or shutdown eventfd could not be set up.
+    #[error("failed to set up the main loop")]
+    MainLoop(#[source] io::Error),
     /// The logger could not be installed.
     #[error(transparent)]
     Logger(#[from] crate::logger::LoggerError),
@@ -86,7 +102,7 @@ pub enum DaemonError {
     },
     /// The ttrpc server failed to start.
     #[error("failed to start the ttrpc server")]
-    Serve(#[source] ttrpc::Error),
+    Serve(#[source] io::Error),
 }
 
 /// The daemon's listening socket, owned, with the path to remove on exit.
@@ -100,9 +116,10 @@ struct Listener {
 /// # Errors
 /// Any setup failure; once serving, only shutdown ends it.
 pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
-    // Before any thread exists, so that every thread inherits the handlers' effect.
-    let signals = register_signals()?;
+    // Before any child exists, so that no exit can be missed.
+    let signals = SignalPipes::install().map_err(DaemonError::Signals)?;
     nix::sys::prctl::set_child_subreaper(true).map_err(DaemonError::Subreaper)?;
+    limit_malloc_arenas();
     let stdin = read_options_pipe();
     redirect_stdio()?;
     let verbosity = if flags.debug {
@@ -118,16 +135,12 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
     });
 
     let monitor = Monitor::new();
-    let (shutdown, shutdown_requested) = ShutdownTrigger::new();
-    let on_signal = shutdown.clone();
-    start_reaper(Arc::clone(&monitor), signals, move || {
-        on_signal.trigger(ShutdownReason::Signal);
-    })?;
+    let shutdown = ShutdownTrigger::new().map_err(DaemonError::MainLoop)?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
         .or_else(|| input.ttrpc_address().map(str::to_owned))
         .unwrap_or_else(|| format!("{}.ttrpc", flags.address));
-    let (publisher, _publisher_thread) = Publisher::start(&ttrpc_address, &flags.namespace)?;
+    let publisher = Publisher::start(&ttrpc_address, &flags.namespace);
     let listener = listener(flags)?;
 
     let context = ShimContext {
@@ -139,62 +152,100 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         verbosity,
         runtime_options: input.runtime_options().cloned(),
         publisher: publisher.clone(),
-        monitor,
+        monitor: Arc::clone(&monitor),
         shutdown: shutdown.clone(),
     };
     let service = Arc::new(R::new(context).map_err(|source| DaemonError::NewRuntime {
         name: R::NAME,
         source: Box::new(source),
     })?);
-    let adapter = Arc::new(TaskAdapter::new(Arc::clone(&service), shutdown));
-    let server = start_server(&listener, adapter)?;
+    let adapter = Arc::new(TaskAdapter::new(Arc::clone(&service), shutdown.clone()));
+    let pool = WorkerPool::new("rpc", MAX_RPC_THREADS);
+    let server = Server::new(listener.fd, adapter, pool, FIRST_CONNECTION_TOKEN)
+        .map_err(DaemonError::Serve)?;
     log::info!("serving {} as {}", R::NAME, flags.id);
 
-    let reason = shutdown_requested.recv().unwrap_or(ShutdownReason::Runtime);
-    shut_down(reason, server, &publisher, service.as_ref(), listener);
+    let reason = run_main_loop(server, &signals, &monitor, &shutdown)?;
+    shut_down(reason, &publisher, service.as_ref(), listener.path.as_deref());
     Ok(())
 }
 
-/// Stops accepting, flushes queued events (bounded), tells the runtime, removes the socket.
+/// Serves until the shutdown trigger fires; returns why. Dropping the server on return
+/// stops accepting; replies in flight keep their own handle on their connection.
+fn run_main_loop(
+    mut server: Server,
+    signals: &SignalPipes,
+    monitor: &Monitor,
+    shutdown: &ShutdownTrigger,
+) -> Result<ShutdownReason, DaemonError> {
+    let main_loop_error = |errno: nix::Error| DaemonError::MainLoop(errno.into());
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(main_loop_error)?;
+    let readable = |token| EpollEvent::new(EpollFlags::EPOLLIN, token);
+    epoll
+        .add(server.listener(), readable(LISTENER_TOKEN))
+        .and_then(|()| epoll.add(&signals.child, readable(CHILD_SIGNAL_TOKEN)))
+        .and_then(|()| epoll.add(&signals.terminate, readable(TERMINATE_SIGNAL_TOKEN)))
+        .and_then(|()| epoll.add(shutdown.fd(), readable(SHUTDOWN_TOKEN)))
+        .map_err(main_loop_error)?;
+    // Children that exited before the handler existed would otherwise wait for the next one.
+    monitor.reap();
+    let mut events = [EpollEvent::empty(); 32];
+    loop {
+        let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(ready) => ready,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(main_loop_error(errno)),
+        };
+        for event in &events[..ready] {
+            match event.data() {
+                LISTENER_TOKEN => server.accept(&epoll),
+                CHILD_SIGNAL_TOKEN => {
+                    signals::drain(&signals.child);
+                    monitor.reap();
+                }
+                TERMINATE_SIGNAL_TOKEN => {
+                    signals::drain(&signals.terminate);
+                    log::info!("received SIGTERM or SIGINT, shutting down");
+                    shutdown.trigger(ShutdownReason::Signal);
+                }
+                SHUTDOWN_TOKEN => {}
+                token => server.read(&epoll, token),
+            }
+        }
+        if let Some(reason) = shutdown.reason() {
+            return Ok(reason);
+        }
+    }
+}
+
+/// Flushes queued events (bounded), tells the runtime, removes the socket.
 /// Existing connections die with the process.
 fn shut_down<S: TaskService>(
     reason: ShutdownReason,
-    server: Server,
     publisher: &Publisher,
     service: &S,
-    listener: Listener,
+    socket: Option<&Path>,
 ) {
     log::info!("shutting down: {reason:?}");
-    let _stopped = server.stop_listen();
     if !publisher.flush(FLUSH_TIMEOUT) {
         log::error!("events still queued after {FLUSH_TIMEOUT:?}: exiting anyway");
     }
     service.on_shutdown(reason);
-    if let Some(path) = &listener.path {
+    if let Some(path) = socket {
         if let Err(error) = std::fs::remove_file(path) {
             log::warn!("failed to remove socket {}: {error}", path.display());
         }
     }
-    drop(listener.fd);
 }
 
-fn start_server(
-    listener: &Listener,
-    adapter: Arc<dyn wren_shim_protocol::task_ttrpc::Task + Send + Sync>,
-) -> Result<Server, DaemonError> {
-    // Per connection, keep one idle worker beyond those blocked in Wait: containerd holds one
-    // Wait per process, and a fixed pool would let them starve every other call.
-    let mut server = Server::new()
-        .add_listener(listener.fd.as_raw_fd())
-        .map_err(DaemonError::Serve)?
-        .register_service(wren_shim_protocol::task_service::create_task_v2_and_v3(
-            adapter,
-        ))
-        .set_thread_count_min(1)
-        .set_thread_count_default(2)
-        .set_thread_count_max(3);
-    server.start().map_err(DaemonError::Serve)?;
-    Ok(server)
+/// One malloc arena for the whole process: glibc otherwise gives each thread that allocates
+/// its own, and their retained pages are most of an idle shim's heap.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX with a positive value is
+    // always valid, and it runs before the daemon starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// The options `start` passes through a pipe on stdin; nothing when stdin is not a pipe

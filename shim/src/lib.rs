@@ -13,10 +13,12 @@
 //! - the launch protocol: Go-style flags ([`flags`]), `start` (socket naming and pod grouping
 //!   ([`socket`]), stdin decoding ([`start_input`]), daemon spawn ([`launch`])), `delete`,
 //!   `-info` and `-v`;
-//! - the daemon ([`daemon`]): subreaper, signals, logging to containerd's `log` FIFO
-//!   ([`logger`]), the reaper and exit monitor ([`reaper`]), the ordered event publisher
-//!   ([`publisher`]), and the ttrpc server answering `containerd.task.v2.Task` and
-//!   `containerd.task.v3.Task`, with `Connect` and `Shutdown` handled here ([`runtime`]);
+//! - the daemon ([`daemon`]): subreaper, signals ([`signals`]), logging to containerd's `log`
+//!   FIFO ([`logger`]), the reaper and exit monitor ([`reaper`]), the ordered event publisher
+//!   ([`publisher`]), and the ttrpc server ([`server`]) answering `containerd.task.v2.Task`
+//!   and `containerd.task.v3.Task`, with `Connect` and `Shutdown` handled here ([`runtime`]);
+//!   an idle daemon runs one thread, plus what its runtime keeps; work runs on threads that
+//!   end when idle ([`pool`]);
 //! - error codes for runtimes' own errors ([`status`]).
 #![warn(missing_docs)]
 
@@ -24,10 +26,13 @@ pub mod daemon;
 pub mod flags;
 pub mod launch;
 pub mod logger;
+pub mod pool;
 pub mod publisher;
 pub mod reaper;
 pub mod runtime;
+pub mod server;
 pub mod shutdown;
+pub mod signals;
 pub mod socket;
 pub mod start_input;
 pub mod status;
@@ -45,7 +50,9 @@ pub use crate::flags::{Flags, Invocation};
 pub use crate::logger::Verbosity;
 pub use crate::publisher::Publisher;
 pub use crate::reaper::{Exit, ExitWaiter, Monitor};
-pub use crate::runtime::{CleanupContext, Runtime, ShimContext, TaskAdapter, TaskService};
+pub use crate::pool::{SerialQueue, WorkerPool};
+pub use crate::runtime::{CleanupContext, Runtime, ShimContext, TaskService};
+pub use crate::server::{Reply, RequestContext};
 pub use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 pub use crate::status::Code;
 

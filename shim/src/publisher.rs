@@ -1,7 +1,8 @@
 //! The event publisher: one ordered queue, one persistent connection to containerd.
 //!
 //! Events are stamped and enveloped when they are published, queued without bound, and sent
-//! in order by the thread "publisher" over one ttrpc connection to `TTRPC_ADDRESS`
+//! in order by the thread "publisher" (which runs only while events are queued: see
+//! [`SerialQueue`]) over one ttrpc connection to `TTRPC_ADDRESS`
 //! (`containerd.services.events.ttrpc.v1.Events/Forward`). A failed send keeps the event at
 //! the head of the queue: the thread reconnects and retries it with backoff, so events are
 //! never reordered, and never dropped while containerd is unreachable (TaskExit is what keeps
@@ -15,10 +16,8 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
 use ttrpc::proto::{
@@ -30,6 +29,8 @@ use wren_shim_protocol::events_ttrpc::ForwardRequest;
 use wren_shim_protocol::timestamp::to_timestamp;
 use wren_shim_protocol::topics::TaskEvent;
 use wren_shim_protocol::types::Envelope;
+
+use crate::pool::SerialQueue;
 
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 const FORWARD_METHOD: &str = "Forward";
@@ -43,12 +44,9 @@ const MAX_REFUSALS: u32 = 5;
 /// While containerd is unreachable, log one warning per this many attempts.
 const LOG_EVERY_ATTEMPTS: u32 = 20;
 
-/// Errors from starting the publisher or queueing an event.
+/// Errors from queueing an event.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
-    /// The publisher thread could not be started.
-    #[error("failed to spawn the publisher thread")]
-    SpawnThread(#[source] io::Error),
     /// The event could not be packed into an `Any`.
     #[error("failed to pack event for {topic}")]
     Pack {
@@ -57,12 +55,6 @@ pub enum PublisherError {
         /// The cause.
         #[source]
         source: AnyError,
-    },
-    /// The publisher thread is gone (the daemon is exiting).
-    #[error("publisher stopped, event for {topic} not queued")]
-    Stopped {
-        /// The event's topic.
-        topic: String,
     },
 }
 
@@ -81,61 +73,34 @@ enum ForwardError {
     Refused { code: Code, message: String },
 }
 
-enum Item {
-    Event(Envelope),
-    Flush(Sender<()>),
-}
-
 /// A handle to the event queue; cheap to clone and share between threads.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     namespace: String,
-    queue: Sender<Item>,
-}
-
-impl std::fmt::Debug for Item {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Item::Event(envelope) => write!(f, "Event({})", envelope.topic),
-            Item::Flush(_) => f.write_str("Flush"),
-        }
-    }
+    queue: SerialQueue<Envelope>,
 }
 
 impl Publisher {
-    /// Starts the thread "publisher" sending to the ttrpc socket at `ttrpc_address`
-    /// (a path, or `unix://` + path), stamping events with `namespace`.
-    ///
-    /// The thread ends once every handle is dropped and the queue is drained.
-    ///
-    /// # Errors
-    /// Returns [`PublisherError::SpawnThread`] if the thread cannot be created.
-    pub fn start(
-        ttrpc_address: &str,
-        namespace: &str,
-    ) -> Result<(Publisher, JoinHandle<()>), PublisherError> {
+    /// A publisher sending to the ttrpc socket at `ttrpc_address` (a path, or `unix://` +
+    /// path), stamping events with `namespace`. Its thread starts with the first event.
+    pub fn start(ttrpc_address: &str, namespace: &str) -> Publisher {
         let path = PathBuf::from(
             ttrpc_address
                 .strip_prefix("unix://")
                 .unwrap_or(ttrpc_address),
         );
-        let (queue, items) = crossbeam_channel::unbounded();
-        let forwarder = Forwarder {
+        let mut forwarder = Forwarder {
             path,
             namespace: namespace.to_owned(),
             connection: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("publisher".into())
-            .spawn(move || forwarder.run(&items))
-            .map_err(PublisherError::SpawnThread)?;
-        Ok((
-            Publisher {
-                namespace: namespace.to_owned(),
-                queue,
-            },
-            thread,
-        ))
+        let queue = SerialQueue::new("publisher", move |envelope: Envelope| {
+            forwarder.deliver(&envelope);
+        });
+        Publisher {
+            namespace: namespace.to_owned(),
+            queue,
+        }
     }
 
     /// Queues a task event under its topic, stamped now.
@@ -153,33 +118,27 @@ impl Publisher {
     /// Queues an already packed event under `topic`, stamped now.
     ///
     /// # Errors
-    /// Returns [`PublisherError::Stopped`] if the publisher thread has ended.
+    /// None today; the `Result` leaves room for a bounded queue.
     pub fn publish_any(&self, topic: &str, event: Any) -> Result<(), PublisherError> {
         let mut envelope = Envelope::new();
         envelope.timestamp = MessageField::some(to_timestamp(SystemTime::now()));
         envelope.namespace.clone_from(&self.namespace);
         envelope.topic = topic.to_owned();
         envelope.event = MessageField::some(event);
-        self.queue
-            .send(Item::Event(envelope))
-            .map_err(|_| PublisherError::Stopped {
-                topic: topic.to_owned(),
-            })
+        self.queue.push(envelope);
+        Ok(())
     }
 
     /// Waits until every event queued before this call has been sent, at most `timeout`.
     ///
     /// Returns whether the queue drained in time.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (done, drained) = crossbeam_channel::bounded(1);
-        if self.queue.send(Item::Flush(done)).is_err() {
-            return true;
-        }
-        drained.recv_timeout(timeout).is_ok()
+        self.queue.wait_empty(timeout)
     }
 }
 
-/// The publisher thread's state: where to send, and the connection if one is open.
+/// The publisher's state, kept between its threads: where to send, and the connection if
+/// one is open.
 struct Forwarder {
     path: PathBuf,
     namespace: String,
@@ -187,18 +146,6 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn run(mut self, items: &Receiver<Item>) {
-        for item in items {
-            match item {
-                Item::Event(envelope) => self.deliver(&envelope),
-                Item::Flush(done) => {
-                    // The flusher may have given up waiting; that is its business.
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
     /// Sends one event, retrying until containerd takes it (or refuses it for good).
     fn deliver(&mut self, envelope: &Envelope) {
         let mut request = ForwardRequest::new();

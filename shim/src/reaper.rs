@@ -1,8 +1,9 @@
 //! The reaper and the exit monitor.
 //!
-//! One thread owns `waitpid(-1, WNOHANG)`: on every SIGCHLD it reaps until nothing is left and
-//! hands each exit to the [`Monitor`], which delivers it without loss (unbounded channels) to
-//! every subscribe-all receiver and to the one waiter of that pid, if any.
+//! One thread owns `waitpid(-1, WNOHANG)` (the daemon's main loop, or [`start_reaper`]'s
+//! thread for the short-lived `delete`): on every SIGCHLD it reaps until nothing is left and
+//! hands each exit to the [`Monitor`], which delivers it without loss to every subscriber of
+//! all exits and to the one waiter of that pid, if any.
 //!
 //! Children are spawned through [`Monitor::spawn`]. Spawning and reaping exclude each other
 //! through a read-write lock: spawns hold it shared (so they run concurrently) and the reaper
@@ -88,10 +89,22 @@ impl ExitWaiter {
     }
 }
 
-#[derive(Debug, Default)]
+/// Receives every exit; returns `false` once it no longer wants any.
+type ExitSink = Box<dyn FnMut(Exit) -> bool + Send>;
+
+#[derive(Default)]
 struct Subscribers {
-    all: Vec<Sender<Exit>>,
+    all: Vec<ExitSink>,
     by_pid: HashMap<i32, Sender<Exit>>,
+}
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribers")
+            .field("all", &self.all.len())
+            .field("by_pid", &self.by_pid.len())
+            .finish()
+    }
 }
 
 /// Fans reaped exits out to subscribers; shared by the reaper thread and every spawner.
@@ -111,8 +124,15 @@ impl Monitor {
     /// Every exit reaped from now on, including reparented orphans, in reaping order.
     pub fn subscribe_all(&self) -> Receiver<Exit> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        self.lock_subscribers().all.push(tx);
+        self.on_every_exit(move |exit| tx.send(exit).is_ok());
         rx
+    }
+
+    /// Calls `sink` with every exit reaped from now on, in reaping order, on the reaping
+    /// thread and under the monitor's locks: it must only hand the exit on (never spawn
+    /// through this monitor, never block). Returning `false` unsubscribes it.
+    pub fn on_every_exit(&self, sink: impl FnMut(Exit) -> bool + Send + 'static) {
+        self.lock_subscribers().all.push(Box::new(sink));
     }
 
     /// Spawns `command` and returns the child with a waiter for its exit.
@@ -168,7 +188,7 @@ impl Monitor {
         };
         let mut subscribers = self.lock_subscribers();
         // A receiver that was dropped is pruned; everyone else gets the exit.
-        subscribers.all.retain(|tx| tx.send(exit).is_ok());
+        subscribers.all.retain_mut(|sink| sink(exit));
         if let Some(tx) = subscribers.by_pid.remove(&pid) {
             // The waiter may have been dropped by a caller that lost interest: nothing to do.
             let _ = tx.send(exit);

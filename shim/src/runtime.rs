@@ -2,7 +2,8 @@
 //!
 //! - [`TaskService`]: the task RPCs. Every method defaults to `Unimplemented` (code 12), which
 //!   is what containerd expects for an unsupported call. `Connect` and `Shutdown` are answered
-//!   by the framework from [`TaskService::task_pid`] and [`TaskService::is_empty`].
+//!   by the framework from [`TaskService::task_pid`] and [`TaskService::is_empty`]; `Wait`
+//!   goes through [`TaskService::wait_deferred`].
 //! - [`Runtime`]: construction inside the daemon, plus the hooks the short-lived invocations
 //!   need (`delete`, `-info`, `start`'s grouping and shim cgroup).
 
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
-use ttrpc::TtrpcContext;
+use protobuf::Message;
+use ttrpc::proto::Code;
 use wren_shim_protocol::task::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
     CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest,
@@ -25,6 +27,7 @@ use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 use crate::logger::Verbosity;
 use crate::publisher::Publisher;
 use crate::reaper::Monitor;
+use crate::server::{Dispatch, RawReply, Reply, RequestContext};
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 use crate::status::unimplemented;
 
@@ -128,9 +131,8 @@ macro_rules! task_methods {
     ($($(#[$doc:meta])* $method:ident($request:ty) -> $response:ty = $name:literal;)*) => {
         /// The task RPCs (`containerd.task.v2.Task`, also served as `v3`).
         ///
-        /// Handlers run on the ttrpc server's worker threads, concurrently: never hold a
-        /// service-wide lock across a runc call or a wait. Each method not overridden answers
-        /// `Unimplemented`.
+        /// Handlers run on worker threads, concurrently: never hold a service-wide lock
+        /// across a runc call or a wait. Each method not overridden answers `Unimplemented`.
         pub trait TaskService: Send + Sync + 'static {
             /// The init pid of task `id`, or `None` if this daemon does not hold it
             /// (Connect then answers 0, containerd's liveness probe).
@@ -142,31 +144,53 @@ macro_rules! task_methods {
             /// Called once when the daemon is about to exit (after the publisher flush).
             fn on_shutdown(&self, _reason: ShutdownReason) {}
 
+            /// Answers Wait through `reply`, at any later time, from any thread.
+            ///
+            /// The default blocks in [`TaskService::wait`] on the worker thread that runs the
+            /// request; a runtime that can learn of exits by callback should override this, so
+            /// that the Wait containerd keeps open per process costs no thread.
+            fn wait_deferred(&self, ctx: &RequestContext, request: WaitRequest, reply: Reply<WaitResponse>) {
+                reply.send(self.wait(ctx, request));
+            }
+
+            /// Block until a task or exec exits (called by [`TaskService::wait_deferred`]'s
+            /// default).
+            fn wait(&self, _ctx: &RequestContext, _request: WaitRequest) -> ttrpc::Result<WaitResponse> {
+                Err(unimplemented("Wait"))
+            }
+
             $($(#[$doc])*
-            fn $method(&self, _ctx: &TtrpcContext, _request: $request) -> ttrpc::Result<$response> {
+            fn $method(&self, _ctx: &RequestContext, _request: $request) -> ttrpc::Result<$response> {
                 Err(unimplemented($name))
             })*
         }
 
-        impl<S: TaskService> wren_shim_protocol::task_ttrpc::Task for TaskAdapter<S> {
-            $(fn $method(&self, ctx: &TtrpcContext, request: $request) -> ttrpc::Result<$response> {
-                self.service.$method(ctx, request)
-            })*
-
-            fn connect(&self, _ctx: &TtrpcContext, request: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
-                let mut response = ConnectResponse::new();
-                response.shim_pid = std::process::id();
-                response.task_pid = self.service.task_pid(&request.id).unwrap_or(0);
-                Ok(response)
-            }
-
-            fn shutdown(&self, _ctx: &TtrpcContext, _request: ShutdownRequest) -> ttrpc::Result<Empty> {
-                if self.service.is_empty() {
-                    self.shutdown.trigger(ShutdownReason::ShutdownRpc);
-                } else {
-                    log::debug!("shutdown requested while tasks remain: ignored");
+        impl<S: TaskService> Dispatch for TaskAdapter<S> {
+            fn dispatch(&self, ctx: RequestContext, method: &str, payload: &[u8], reply: RawReply) {
+                match method {
+                    $($name => {
+                        if let Some((request, reply)) = decode::<$request, $response>(payload, reply) {
+                            reply.send(self.service.$method(&ctx, request));
+                        }
+                    })*
+                    "Wait" => {
+                        if let Some((request, reply)) = decode::<WaitRequest, WaitResponse>(payload, reply) {
+                            self.service.wait_deferred(&ctx, request, reply);
+                        }
+                    }
+                    "Connect" => {
+                        if let Some((request, reply)) = decode::<ConnectRequest, ConnectResponse>(payload, reply) {
+                            reply.send(Ok(self.connect(&request)));
+                        }
+                    }
+                    "Shutdown" => {
+                        if let Some((_, reply)) = decode::<ShutdownRequest, Empty>(payload, reply) {
+                            self.shutdown();
+                            reply.send(Ok(Empty::new()));
+                        }
+                    }
+                    other => reply.send_status(Code::UNIMPLEMENTED, format!("method {other}")),
                 }
-                Ok(Empty::new())
             }
         }
     };
@@ -197,24 +221,49 @@ task_methods! {
     close_io(CloseIORequest) -> Empty = "CloseIO";
     /// Update a task's resources.
     update(UpdateTaskRequest) -> Empty = "Update";
-    /// Block until a task or exec exits.
-    wait(WaitRequest) -> WaitResponse = "Wait";
     /// A task's cgroup metrics.
     stats(StatsRequest) -> StatsResponse = "Stats";
     /// A task or exec's state.
     state(StateRequest) -> StateResponse = "State";
 }
 
-/// Implements the generated `Task` trait on top of a [`TaskService`].
+/// Routes decoded requests to a [`TaskService`], answering Connect and Shutdown itself.
 #[derive(Debug)]
-pub struct TaskAdapter<S> {
+pub(crate) struct TaskAdapter<S> {
     service: Arc<S>,
     shutdown: ShutdownTrigger,
 }
 
 impl<S: TaskService> TaskAdapter<S> {
     /// Serves `service`; the Shutdown RPC fires `shutdown` once the service is empty.
-    pub fn new(service: Arc<S>, shutdown: ShutdownTrigger) -> Self {
+    pub(crate) fn new(service: Arc<S>, shutdown: ShutdownTrigger) -> Self {
         Self { service, shutdown }
+    }
+
+    fn connect(&self, request: &ConnectRequest) -> ConnectResponse {
+        let mut response = ConnectResponse::new();
+        response.shim_pid = std::process::id();
+        response.task_pid = self.service.task_pid(&request.id).unwrap_or(0);
+        response
+    }
+
+    fn shutdown(&self) {
+        if self.service.is_empty() {
+            self.shutdown.trigger(ShutdownReason::ShutdownRpc);
+        } else {
+            log::debug!("shutdown requested while tasks remain: ignored");
+        }
+    }
+}
+
+/// Decodes a request, or answers `InvalidArgument` and returns `None`.
+fn decode<Q: Message, A: Message>(payload: &[u8], reply: RawReply) -> Option<(Q, Reply<A>)> {
+    match Q::parse_from_bytes(payload) {
+        Ok(request) => Some((request, Reply::new(reply))),
+        Err(error) => {
+            let message = format!("undecodable {}: {error}", Q::NAME);
+            reply.send_status(Code::INVALID_ARGUMENT, message);
+            None
+        }
     }
 }

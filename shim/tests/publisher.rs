@@ -84,7 +84,7 @@ fn events_arrive_once_in_order_across_server_restarts() {
     let (tx, received) = crossbeam_channel::unbounded();
 
     // Published before containerd listens at all: queued, then delivered.
-    let (publisher, _thread) = Publisher::start(path.to_str().unwrap(), "wren-test").unwrap();
+    let publisher = Publisher::start(path.to_str().unwrap(), "wren-test");
     for n in 0..10 {
         publisher.publish(&exit_event(n)).unwrap();
     }
@@ -114,7 +114,7 @@ fn events_arrive_once_in_order_across_server_restarts() {
 fn flush_reports_an_unreachable_containerd() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("nobody-listens");
-    let (publisher, _thread) = Publisher::start(path.to_str().unwrap(), "wren-test").unwrap();
+    let publisher = Publisher::start(path.to_str().unwrap(), "wren-test");
     publisher.publish(&exit_event(1)).unwrap();
     assert!(
         !publisher.flush(Duration::from_millis(200)),
@@ -133,7 +133,7 @@ fn publishing_is_ordered_under_concurrent_publishers() {
     let path = tmp.path().join("containerd.sock.ttrpc");
     let (tx, received) = crossbeam_channel::unbounded();
     let server = EventsServer::start(&path, tx);
-    let (publisher, _thread) = Publisher::start(path.to_str().unwrap(), "wren-test").unwrap();
+    let publisher = Publisher::start(path.to_str().unwrap(), "wren-test");
     let order = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..4u32)
         .map(|thread| {

@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use protobuf::MessageField;
-use ttrpc::TtrpcContext;
+use wren_shim::RequestContext;
 use wren_shim::{ExitWaiter, Monitor, Publisher, ShutdownReason, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
 use wren_shim_protocol::task::{

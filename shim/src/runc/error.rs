@@ -29,6 +29,8 @@ pub enum Error {
     ExecNotStarted { id: String, exec_id: String },
     #[error("process {id} already finished")]
     ProcessFinished { id: String },
+    #[error("process {id} was deleted before it exited")]
+    DeletedBeforeExit { id: String },
     #[error("container {id}")]
     Transition {
         id: String,
@@ -136,6 +138,7 @@ impl Error {
         match self {
             Self::ContainerNotFound { .. }
             | Self::ExecNotFound { .. }
+            | Self::DeletedBeforeExit { .. }
             | Self::ProcessFinished { .. }
             | Self::NoCgroup { .. } => Code::NotFound,
             Self::ContainerExists { .. } | Self::ExecExists { .. } => Code::AlreadyExists,

@@ -1,25 +1,26 @@
 //! Exit tracking and dispatch (PROTOCOL.md §5.6, §3.3).
 //!
-//! Every exit the reaper sees comes to one thread, "exits", which alone publishes TaskExit and
-//! TaskOOM; that single consumer is what keeps the order containerd relies on:
+//! Every exit the reaper sees goes to one serial queue, "exits" (its thread runs only while
+//! there is work), which alone publishes TaskExit and TaskOOM; that single consumer is what
+//! keeps the order containerd relies on:
 //! - a start (create, start, exec) registers a [`StartGuard`] before runc runs; an exit of the
 //!   new pid that arrives before the start event is queued is parked in the guard and replayed
-//!   to this thread only after the event ([`StartGuard::started`]);
+//!   to the queue only after the event ([`StartGuard::started`]);
 //! - an init's exit waits until every running exec's exit is published;
 //! - the OOM watcher is flushed (unwatch) before the init's TaskExit, and the flushed event,
-//!   which lands on the channel this thread drains, is published first;
+//!   which lands on the channel the queue drains, is published first;
 //! - when the init of a container without its own pid namespace exits, `runc kill --all` sends
 //!   SIGKILL to what is left, so the exec exits, and then the init's, follow.
 //!
 //! Exits of pids nobody started (runc itself, reparented orphans) are dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use crossbeam_channel::{select, Receiver, Sender};
-use wren_cgroups::{OomEvent, OomWatcher};
+use crossbeam_channel::{Receiver, Sender};
+use wren_cgroups::{OomEvent, OomSink, OomWatcher};
 use wren_runc_driver::KillScope;
-use wren_shim::{Exit, Publisher};
+use wren_shim::{Exit, Monitor, Publisher, SerialQueue};
 use wren_shim_protocol::events::{TaskExit, TaskOOM};
 use wren_shim_protocol::timestamp::to_timestamp;
 
@@ -34,9 +35,13 @@ pub struct ProcRef {
     pub process: Arc<Process>,
 }
 
-/// Work for the exits thread besides reaped exits.
+/// Work for the exits queue.
 #[derive(Debug)]
 enum Message {
+    /// The reaper collected a process.
+    Reaped(Exit),
+    /// The OOM watcher put events on the channel.
+    Oom,
     /// An exit that raced a start, replayed once the start event is queued.
     Replay(ProcRef, Exit),
     /// The running exec count of a container dropped to zero outside the thread.
@@ -58,11 +63,14 @@ struct Tracking {
     pending_init_exits: HashMap<String, (ProcRef, Exit)>,
 }
 
-/// The bookkeeping RPC threads and the exits thread share; locked only for map updates.
+/// The bookkeeping RPC threads and the exits queue share; locked only for map updates.
 #[derive(Debug)]
 pub struct Lifecycle {
     tracking: Mutex<Tracking>,
-    messages: Sender<Message>,
+    messages: SerialQueue<Message>,
+    publisher: Publisher,
+    /// The OOM watcher, flushed before an init's exit is published.
+    pub oom: Arc<OomWatcher>,
 }
 
 /// An exit subscription for one start; dropping it without [`started`](Self::started) just
@@ -126,10 +134,8 @@ impl Lifecycle {
         if let Some(count) = tracking.running_execs.get_mut(container_id) {
             *count = count.saturating_sub(1);
             if *count == 0 && tracking.pending_init_exits.contains_key(container_id) {
-                // Unbounded channel to a thread that lives as long as the service.
-                let _ = self
-                    .messages
-                    .send(Message::ExecsDone(container_id.to_owned()));
+                self.messages
+                    .push(Message::ExecsDone(container_id.to_owned()));
             }
         }
     }
@@ -212,12 +218,10 @@ impl StartGuard<'_> {
             .get(&self.token)
             .and_then(|exits| exits.iter().find(|exit| exit.pid == pid).copied());
         match early {
-            // Unbounded channel to a thread that lives as long as the service.
-            Some(exit) => drop(
-                self.lifecycle
-                    .messages
-                    .send(Message::Replay(proc_ref, exit)),
-            ),
+            Some(exit) => self
+                .lifecycle
+                .messages
+                .push(Message::Replay(proc_ref, exit)),
             None => tracking.running.entry(pid).or_default().push(proc_ref),
         }
     }
@@ -234,90 +238,89 @@ fn pid_key(pid: u32) -> i32 {
     i32::try_from(pid).unwrap_or(-1)
 }
 
-/// Everything the exits thread needs.
-#[derive(Debug)]
-pub struct Dispatcher {
-    lifecycle: Arc<Lifecycle>,
-    publisher: Publisher,
-    oom: Arc<OomWatcher>,
-}
-
-/// The channels the exits thread listens on.
-#[derive(Debug)]
-pub struct Inputs {
-    pub exits: Receiver<Exit>,
-    pub ooms: Receiver<OomEvent>,
-}
-
-/// Creates the lifecycle and starts the thread "exits".
-pub fn start(
-    inputs: Inputs,
-    publisher: Publisher,
-    oom: Arc<OomWatcher>,
-) -> Result<Arc<Lifecycle>, Error> {
-    let (messages, message_rx) = crossbeam_channel::unbounded();
+/// Creates the lifecycle: its exits queue, fed by every exit `monitor` reaps, and the OOM
+/// watcher, whose events go through the same queue.
+pub fn start(monitor: &Monitor, publisher: Publisher) -> Result<Arc<Lifecycle>, Error> {
+    // The queue's handler reaches the lifecycle through a weak link set below: the
+    // lifecycle owns the queue, so a strong one would be a cycle.
+    let link: Arc<OnceLock<Weak<Lifecycle>>> = Arc::default();
+    let (oom_events, ooms) = crossbeam_channel::unbounded();
+    let messages = {
+        let link = Arc::clone(&link);
+        SerialQueue::new("exits", move |message| {
+            if let Some(lifecycle) = link.get().and_then(Weak::upgrade) {
+                Dispatcher::new(&lifecycle, &ooms).handle(message);
+            }
+        })
+    };
+    let sink = QueuedOomSink {
+        events: oom_events,
+        messages: messages.clone(),
+    };
+    let oom = Arc::new(OomWatcher::spawn(sink).map_err(Error::OomWatcher)?);
     let lifecycle = Arc::new(Lifecycle {
         tracking: Mutex::default(),
         messages,
-    });
-    let dispatcher = Dispatcher {
-        lifecycle: Arc::clone(&lifecycle),
         publisher,
         oom,
-    };
-    std::thread::Builder::new()
-        .name("exits".into())
-        .spawn(move || dispatcher.run(&inputs, &message_rx))
-        .map_err(|source| Error::SpawnThread {
-            name: "exits",
-            source,
-        })?;
+    });
+    let _ = link.set(Arc::downgrade(&lifecycle));
+    let queue = lifecycle.messages.clone();
+    monitor.on_every_exit(move |exit| {
+        queue.push(Message::Reaped(exit));
+        true
+    });
     Ok(lifecycle)
 }
 
-impl Dispatcher {
-    fn run(&self, inputs: &Inputs, messages: &Receiver<Message>) {
-        loop {
-            select! {
-                recv(inputs.exits) -> exit => match exit {
-                    Ok(exit) => self.on_reaped(&exit, &inputs.ooms),
-                    Err(_) => return,
-                },
-                recv(messages) -> message => match message {
-                    Ok(message) => self.on_message(message, &inputs.ooms),
-                    Err(_) => return,
-                },
-                recv(inputs.ooms) -> event => match event {
-                    Ok(event) => self.publish_oom(&event),
-                    Err(_) => return,
-                },
-            }
-        }
+/// OOM events go on a channel that the exits queue drains, and wake the queue.
+struct QueuedOomSink {
+    events: Sender<OomEvent>,
+    messages: SerialQueue<Message>,
+}
+
+impl OomSink for QueuedOomSink {
+    fn deliver(&self, event: OomEvent) -> bool {
+        let delivered = self.events.send(event).is_ok();
+        self.messages.push(Message::Oom);
+        delivered
+    }
+}
+
+/// One message's handling, on the exits queue's thread.
+struct Dispatcher<'a> {
+    lifecycle: &'a Lifecycle,
+    ooms: &'a Receiver<OomEvent>,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(lifecycle: &'a Lifecycle, ooms: &'a Receiver<OomEvent>) -> Self {
+        Self { lifecycle, ooms }
     }
 
-    fn on_reaped(&self, exit: &Exit, ooms: &Receiver<OomEvent>) {
-        for proc_ref in self.lifecycle.take_exited(exit) {
-            self.dispatch(proc_ref, *exit, ooms);
-        }
-    }
-
-    fn on_message(&self, message: Message, ooms: &Receiver<OomEvent>) {
+    fn handle(&self, message: Message) {
         match message {
+            Message::Reaped(exit) => {
+                for proc_ref in self.lifecycle.take_exited(&exit) {
+                    self.dispatch(proc_ref, exit);
+                }
+            }
+            Message::Oom => self.publish_pending_ooms(),
             Message::Replay(proc_ref, exit) => {
                 if proc_ref.process.kind == Kind::Init {
                     self.lifecycle.mark_init_exited(&proc_ref.container.id);
                 }
-                self.dispatch(proc_ref, exit, ooms);
+                self.dispatch(proc_ref, exit);
             }
             Message::ExecsDone(container_id) => {
                 if let Some((init, exit)) = self.lifecycle.release_if_idle(&container_id) {
-                    self.finish(&init, exit, ooms);
+                    self.finish(&init, exit);
                 }
             }
         }
     }
 
-    fn dispatch(&self, proc_ref: ProcRef, exit: Exit, ooms: &Receiver<OomEvent>) {
+    fn dispatch(&self, proc_ref: ProcRef, exit: Exit) {
         match proc_ref.process.kind {
             Kind::Init => {
                 let container = &proc_ref.container;
@@ -336,27 +339,25 @@ impl Dispatcher {
                     }
                 }
                 if let Some((init, exit)) = self.lifecycle.defer_init_exit(proc_ref, exit) {
-                    self.finish(&init, exit, ooms);
+                    self.finish(&init, exit);
                 }
             }
             Kind::Exec => {
-                self.finish(&proc_ref, exit, ooms);
+                self.finish(&proc_ref, exit);
                 if let Some((init, exit)) = self.lifecycle.exec_exited(&proc_ref.container.id) {
-                    self.finish(&init, exit, ooms);
+                    self.finish(&init, exit);
                 }
             }
         }
     }
 
     /// Records the exit and queues TaskExit, after a final OOM flush for an init.
-    fn finish(&self, proc_ref: &ProcRef, exit: Exit, ooms: &Receiver<OomEvent>) {
+    fn finish(&self, proc_ref: &ProcRef, exit: Exit) {
         let container = &proc_ref.container;
         if proc_ref.process.kind == Kind::Init {
-            container.stop_oom_watch(&self.oom);
+            container.stop_oom_watch(&self.lifecycle.oom);
             // The flush put any last kill on the channel; publish it before the exit.
-            for event in ooms.try_iter() {
-                self.publish_oom(&event);
-            }
+            self.publish_pending_ooms();
         }
         let record = ExitRecord {
             status: u32::try_from(exit.status).unwrap_or(255),
@@ -364,16 +365,22 @@ impl Dispatcher {
         };
         proc_ref.process.record_exit(record, |pid| {
             let event = task_exit(&container.id, &proc_ref.process.id, pid, record);
-            if let Err(err) = self.publisher.publish(&event) {
+            if let Err(err) = self.lifecycle.publisher.publish(&event) {
                 log::error!("failed to queue the exit of {}: {err}", proc_ref.process.id);
             }
         });
     }
 
+    fn publish_pending_ooms(&self) {
+        for event in self.ooms.try_iter() {
+            self.publish_oom(&event);
+        }
+    }
+
     fn publish_oom(&self, event: &OomEvent) {
         let mut oom = TaskOOM::new();
         oom.container_id.clone_from(&event.key);
-        if let Err(err) = self.publisher.publish(&oom) {
+        if let Err(err) = self.lifecycle.publisher.publish(&oom) {
             log::error!("failed to queue the oom event of {}: {err}", event.key);
         }
     }

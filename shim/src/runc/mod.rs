@@ -108,12 +108,9 @@ impl Runtime for RuncRuntime {
 
     fn new(context: ShimContext) -> Result<Self, RuntimeError> {
         let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
-        let exits = context.monitor.subscribe_all();
         let engine = wren_io::Engine::start().map_err(Error::Engine)?;
-        let (oom_events, ooms) = crossbeam_channel::unbounded();
-        let oom = Arc::new(OomWatcher::spawn(oom_events).map_err(Error::OomWatcher)?);
-        let inputs = exits::Inputs { exits, ooms };
-        let lifecycle = exits::start(inputs, context.publisher.clone(), Arc::clone(&oom))?;
+        let lifecycle = exits::start(&context.monitor, context.publisher.clone())?;
+        let oom = Arc::clone(&lifecycle.oom);
         let shared = Shared {
             namespace: context.namespace,
             publisher: context.publisher,

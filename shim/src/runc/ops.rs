@@ -406,16 +406,41 @@ pub fn stats(container: &Container) -> Result<Stats, Error> {
     })
 }
 
-/// Wait: the exit, once recorded (and TaskExit queued), after a bounded wait for the output.
-pub fn wait(process: &Process) -> ExitRecord {
-    let exit = process.wait_exit();
+/// Wait, without holding a thread: `answer` gets the exit once it is recorded (and TaskExit
+/// queued) and the output has drained (bounded), or `None` if the process is deleted before
+/// it exits.
+///
+/// Output usually drains as the process exits; when it has not yet, a short-lived thread
+/// waits for it (bounded), so the exits queue never blocks on a client's reader.
+pub fn wait_then(process: &Arc<Process>, answer: impl FnOnce(Option<ExitRecord>) + Send + 'static) {
+    let weak = Arc::downgrade(process);
+    process.on_exit(Box::new(move |exit| {
+        let (Some(exit), Some(process)) = (exit, weak.upgrade()) else {
+            return answer(exit);
+        };
+        if process.drain().is_none_or(|drain| drain.is_drained()) {
+            return answer(Some(exit));
+        }
+        let waited = std::thread::Builder::new()
+            .name("wait-output".into())
+            .spawn(move || {
+                wait_drained(&process);
+                answer(Some(exit));
+            });
+        if let Err(error) = waited {
+            // The reply went with the closure; dropping it answers with an error.
+            log::error!("failed to start a thread to wait for output: {error}");
+        }
+    }));
+}
+
+fn wait_drained(process: &Process) {
     if !process.wait_drained(WAIT_DRAIN_TIMEOUT) {
         log::debug!(
             "output of {} still open after {WAIT_DRAIN_TIMEOUT:?}",
             process.id
         );
     }
-    exit
 }
 
 /// Delete of an exec: bounded drain, close its IO, remove its pid file; no event.

@@ -80,6 +80,20 @@ struct Inner {
     pid: u32,
     exit: Option<ExitRecord>,
     io: Option<ProcessIo>,
+    on_exit: ExitCallbacks,
+}
+
+/// Called once: with the exit, or `None` if the process is deleted before it exits.
+pub type ExitCallback = Box<dyn FnOnce(Option<ExitRecord>) + Send>;
+
+/// The callbacks waiting for the exit (deferred Wait replies).
+#[derive(Default)]
+struct ExitCallbacks(Vec<ExitCallback>);
+
+impl std::fmt::Debug for ExitCallbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} exit callbacks", self.0.len())
+    }
 }
 
 /// The stdio paths the client gave, echoed back by State.
@@ -121,6 +135,7 @@ impl Process {
                 pid,
                 exit: None,
                 io,
+                on_exit: ExitCallbacks::default(),
             },
             None,
             None,
@@ -134,6 +149,7 @@ impl Process {
             pid: 0,
             exit: None,
             io: None,
+            on_exit: ExitCallbacks::default(),
         };
         Self::new(id, Kind::Exec, stdio, inner, Some(spec), Some(pid_file))
     }
@@ -226,21 +242,23 @@ impl Process {
         inner.state = inner.state.exited();
         inner.exit = Some(exit);
         announce(inner.pid);
+        let callbacks = std::mem::take(&mut inner.on_exit.0);
         drop(inner);
         self.exited.notify_all();
+        for callback in callbacks {
+            callback(Some(exit));
+        }
     }
 
-    /// Blocks until the exit is recorded.
-    pub fn wait_exit(&self) -> ExitRecord {
+    /// Runs `callback` with the exit once it is recorded: now, if it already is.
+    pub fn on_exit(&self, callback: ExitCallback) {
         let mut inner = self.lock();
-        loop {
-            if let Some(exit) = inner.exit {
-                return exit;
+        match inner.exit {
+            Some(exit) => {
+                drop(inner);
+                callback(Some(exit));
             }
-            inner = self
-                .exited
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
+            None => inner.on_exit.0.push(callback),
         }
     }
 
@@ -260,11 +278,19 @@ impl Process {
         if let Ok(next) = inner.state.after(Op::Delete) {
             inner.state = next;
         }
-        Snapshot {
+        // A process deleted before it exited (an exec never started) never will: its
+        // waiters are told so.
+        let abandoned = std::mem::take(&mut inner.on_exit.0);
+        let snapshot = Snapshot {
             state: inner.state,
             pid: inner.pid,
             exit: inner.exit,
+        };
+        drop(inner);
+        for callback in abandoned {
+            callback(None);
         }
+        snapshot
     }
 
     /// The output drain latch, to wait on without holding the lock.
@@ -308,10 +334,8 @@ mod tests {
     fn exit_is_queued_before_waiters_wake() {
         let process = Arc::new(exec());
         process.started(42, None);
-        let waiter = {
-            let process = Arc::clone(&process);
-            std::thread::spawn(move || process.wait_exit())
-        };
+        let (waiter, waited) = crossbeam_channel::bounded(1);
+        process.on_exit(Box::new(move |exit| waiter.send(exit).unwrap()));
         let mut announced = None;
         let exit = ExitRecord {
             status: 3,
@@ -319,12 +343,21 @@ mod tests {
         };
         process.record_exit(exit, |pid| announced = Some(pid));
         assert_eq!(announced, Some(42));
-        assert_eq!(waiter.join().unwrap(), exit);
+        assert_eq!(waited.try_recv().unwrap(), Some(exit));
         assert_eq!(
             process.snapshot().state,
             ProcState::Exec(ExecState::Stopped)
         );
         assert_eq!(process.snapshot().state.status(), Status::STOPPED);
+    }
+
+    #[test]
+    fn deleting_before_the_exit_releases_waiters() {
+        let process = exec();
+        let (waiter, waited) = crossbeam_channel::bounded(1);
+        process.on_exit(Box::new(move |exit| waiter.send(exit).unwrap()));
+        process.mark_deleted();
+        assert_eq!(waited.try_recv().unwrap(), None);
     }
 
     #[test]

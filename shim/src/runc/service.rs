@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
-use ttrpc::TtrpcContext;
+use wren_shim::{Reply, RequestContext};
 use wren_shim::{ShutdownReason, TaskService};
 use wren_shim_protocol::task::{
     CheckpointTaskRequest, CloseIORequest, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
@@ -59,7 +59,7 @@ impl TaskService for RuncRuntime {
 
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &RequestContext,
         request: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         let create = CreateRequest {
@@ -81,7 +81,7 @@ impl TaskService for RuncRuntime {
         Ok(response)
     }
 
-    fn start(&self, _ctx: &TtrpcContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
+    fn start(&self, _ctx: &RequestContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
         let container = self.container(&request.id)?;
         let pid = if request.exec_id.is_empty() {
             ops::start_init(&self.shared, &container)?
@@ -94,7 +94,7 @@ impl TaskService for RuncRuntime {
         Ok(response)
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let container = self.container(&request.id)?;
         let snapshot = if request.exec_id.is_empty() {
             container::delete(&self.shared, &container)?
@@ -105,26 +105,26 @@ impl TaskService for RuncRuntime {
         Ok(delete_response(snapshot))
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
+    fn pids(&self, _ctx: &RequestContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let container = self.container(&request.id)?;
         let mut response = PidsResponse::new();
         response.processes = ops::pids(&container)?;
         Ok(response)
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, request: PauseRequest) -> ttrpc::Result<Empty> {
+    fn pause(&self, _ctx: &RequestContext, request: PauseRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         empty(ops::pause(&self.shared, &container))
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, request: ResumeRequest) -> ttrpc::Result<Empty> {
+    fn resume(&self, _ctx: &RequestContext, request: ResumeRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         empty(ops::resume(&self.shared, &container))
     }
 
     fn checkpoint(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &RequestContext,
         request: CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
@@ -135,7 +135,7 @@ impl TaskService for RuncRuntime {
         ))
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, request: KillRequest) -> ttrpc::Result<Empty> {
+    fn kill(&self, _ctx: &RequestContext, request: KillRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         let process = container.process(&request.exec_id)?;
         empty(ops::kill_process(
@@ -146,7 +146,7 @@ impl TaskService for RuncRuntime {
         ))
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, request: ExecProcessRequest) -> ttrpc::Result<Empty> {
+    fn exec(&self, _ctx: &RequestContext, request: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         let stdio = StdioPaths {
             stdin: request.stdin,
@@ -163,7 +163,7 @@ impl TaskService for RuncRuntime {
         ))
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, request: ResizePtyRequest) -> ttrpc::Result<Empty> {
+    fn resize_pty(&self, _ctx: &RequestContext, request: ResizePtyRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         let process = container.process(&request.exec_id)?;
         process
@@ -184,29 +184,47 @@ impl TaskService for RuncRuntime {
         }
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, request: CloseIORequest) -> ttrpc::Result<Empty> {
+    fn close_io(&self, _ctx: &RequestContext, request: CloseIORequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         let process = container.process(&request.exec_id)?;
         process.with_io(wren_io::ProcessIo::close_stdin);
         Ok(Empty::new())
     }
 
-    fn update(&self, _ctx: &TtrpcContext, request: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+    fn update(&self, _ctx: &RequestContext, request: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         empty(ops::update(&container, request.resources.as_ref()))
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        let container = self.container(&request.id)?;
-        let process = container.process(&request.exec_id)?;
-        let exit = ops::wait(&process);
-        let mut response = WaitResponse::new();
-        response.exit_status = exit.status;
-        response.exited_at = MessageField::some(to_timestamp(exit.at));
-        Ok(response)
+    /// Answers when the process exits, holding no thread meanwhile.
+    fn wait_deferred(
+        &self,
+        _ctx: &RequestContext,
+        request: WaitRequest,
+        reply: Reply<WaitResponse>,
+    ) {
+        let process = match self
+            .container(&request.id)
+            .and_then(|container| container.process(&request.exec_id))
+        {
+            Ok(process) => process,
+            Err(error) => return reply.send(Err(error.into())),
+        };
+        let id = process.id.clone();
+        ops::wait_then(&process, move |exit| {
+            reply.send(match exit {
+                Some(exit) => {
+                    let mut response = WaitResponse::new();
+                    response.exit_status = exit.status;
+                    response.exited_at = MessageField::some(to_timestamp(exit.at));
+                    Ok(response)
+                }
+                None => Err(Error::DeletedBeforeExit { id }.into()),
+            });
+        });
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, request: StatsRequest) -> ttrpc::Result<StatsResponse> {
+    fn stats(&self, _ctx: &RequestContext, request: StatsRequest) -> ttrpc::Result<StatsResponse> {
         let container = self.container(&request.id)?;
         let stats = ops::stats(&container)?;
         let any = metrics::to_any(&stats).map_err(|source| Error::Pack {
@@ -218,7 +236,7 @@ impl TaskService for RuncRuntime {
         Ok(response)
     }
 
-    fn state(&self, _ctx: &TtrpcContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
+    fn state(&self, _ctx: &RequestContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
         let container = self.container(&request.id)?;
         let process = container.process(&request.exec_id)?;
         let snapshot = process.snapshot();

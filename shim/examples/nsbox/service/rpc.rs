@@ -38,7 +38,7 @@ impl TaskService for NsBox {
 
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        _ctx: &RequestContext,
         request: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         if request.terminal {
@@ -73,14 +73,14 @@ impl TaskService for NsBox {
         Ok(CreateTaskResponse::new())
     }
 
-    fn start(&self, _ctx: &TtrpcContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
+    fn start(&self, _ctx: &RequestContext, request: StartRequest) -> ttrpc::Result<StartResponse> {
         no_exec(&request.id, &request.exec_id)?;
         let mut response = StartResponse::new();
         response.pid = self.start_task(&request.id)?;
         Ok(response)
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, request: KillRequest) -> ttrpc::Result<Empty> {
+    fn kill(&self, _ctx: &RequestContext, request: KillRequest) -> ttrpc::Result<Empty> {
         no_exec(&request.id, &request.exec_id)?;
         let signal = i32::try_from(request.signal)
             .ok()
@@ -112,7 +112,7 @@ impl TaskService for NsBox {
         Ok(Empty::new())
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
+    fn wait(&self, _ctx: &RequestContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {
         no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.lock();
         loop {
@@ -132,7 +132,7 @@ impl TaskService for NsBox {
         }
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.lock();
         let task = find(&mut tasks, &request.id)?;
@@ -160,7 +160,7 @@ impl TaskService for NsBox {
         Ok(response)
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
+    fn pids(&self, _ctx: &RequestContext, request: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let mut tasks = self.lock();
         let task = find(&mut tasks, &request.id)?;
         let mut response = PidsResponse::new();
@@ -172,7 +172,7 @@ impl TaskService for NsBox {
         Ok(response)
     }
 
-    fn state(&self, _ctx: &TtrpcContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
+    fn state(&self, _ctx: &RequestContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
         no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.lock();
         let task = find(&mut tasks, &request.id)?;

@@ -1,0 +1,201 @@
+//! The read half of one client connection: bytes in, complete request frames out.
+//!
+//! The socket stays blocking for the replies' writes; reads use `MSG_DONTWAIT`, so the
+//! server thread only ever takes what epoll said is there.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
+use ttrpc::proto::{MessageHeader, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX};
+
+use super::reply::ConnectionWriter;
+
+/// Bytes read per `recv`: a Create request with a large spec fits in a few of these.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One frame taken off the wire.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// A complete frame within the size limit.
+    Complete {
+        header: MessageHeader,
+        body: Vec<u8>,
+    },
+    /// A frame over the limit: its body is skipped, the sender gets an error.
+    Oversized { header: MessageHeader },
+}
+
+/// What reading found.
+#[derive(Debug)]
+pub(crate) enum Readable {
+    /// Zero or more frames; the connection is still open.
+    Frames(Vec<Frame>),
+    /// The client closed the connection (frames read before that are included).
+    Closed(Vec<Frame>),
+}
+
+/// One accepted client connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: UnixStream,
+    writer: Arc<ConnectionWriter>,
+    buffer: Vec<u8>,
+    /// Body bytes still to skip of an oversized frame.
+    skipping: usize,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: UnixStream) -> io::Result<Self> {
+        let writer = ConnectionWriter::new(stream.try_clone()?);
+        Ok(Self {
+            stream,
+            writer,
+            buffer: Vec::new(),
+            skipping: 0,
+        })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    pub(crate) fn writer(&self) -> &Arc<ConnectionWriter> {
+        &self.writer
+    }
+
+    /// Reads what is available and splits it into frames.
+    pub(crate) fn read_frames(&mut self) -> io::Result<Readable> {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut closed = false;
+        loop {
+            match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(read) => self.take_in(&chunk[..read]),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::ECONNRESET) => {
+                    closed = true;
+                    break;
+                }
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        let frames = self.split_frames();
+        Ok(if closed {
+            Readable::Closed(frames)
+        } else {
+            Readable::Frames(frames)
+        })
+    }
+
+    fn take_in(&mut self, bytes: &[u8]) {
+        let skipped = self.skipping.min(bytes.len());
+        self.skipping -= skipped;
+        self.buffer.extend_from_slice(&bytes[skipped..]);
+    }
+
+    fn split_frames(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut consumed = 0;
+        while self.skipping == 0 {
+            let rest = &self.buffer[consumed..];
+            if rest.len() < MESSAGE_HEADER_LENGTH {
+                break;
+            }
+            let header = MessageHeader::from(&rest[..MESSAGE_HEADER_LENGTH]);
+            let length = usize::try_from(header.length).unwrap_or(usize::MAX);
+            if length > MESSAGE_LENGTH_MAX {
+                let available = rest.len() - MESSAGE_HEADER_LENGTH;
+                let skipped = available.min(length);
+                consumed += MESSAGE_HEADER_LENGTH + skipped;
+                self.skipping = length - skipped;
+                frames.push(Frame::Oversized { header });
+                continue;
+            }
+            if rest.len() < MESSAGE_HEADER_LENGTH + length {
+                break;
+            }
+            let body = rest[MESSAGE_HEADER_LENGTH..MESSAGE_HEADER_LENGTH + length].to_vec();
+            consumed += MESSAGE_HEADER_LENGTH + length;
+            frames.push(Frame::Complete { header, body });
+        }
+        self.buffer.drain(..consumed);
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn frame(stream_id: u32, body: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(body.len()).unwrap();
+        let mut bytes: Vec<u8> = MessageHeader::new_request(stream_id, length).into();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    fn bodies(frames: &[Frame]) -> Vec<(u32, Vec<u8>)> {
+        frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::Complete { header, body } => (header.stream_id, body.clone()),
+                Frame::Oversized { header } => (header.stream_id, b"oversized".to_vec()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_frames_across_reads() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let mut connection = Connection::new(server).unwrap();
+        let mut bytes = frame(1, b"first");
+        bytes.extend(frame(3, b"second"));
+        client.write_all(&bytes[..7]).unwrap();
+        let Readable::Frames(frames) = connection.read_frames().unwrap() else {
+            panic!("closed early");
+        };
+        assert!(frames.is_empty());
+        client.write_all(&bytes[7..]).unwrap();
+        drop(client);
+        let Readable::Closed(frames) = connection.read_frames().unwrap() else {
+            panic!("close not seen");
+        };
+        assert_eq!(
+            bodies(&frames),
+            [(1, b"first".to_vec()), (3, b"second".to_vec())]
+        );
+    }
+
+    #[test]
+    fn skips_an_oversized_frame_and_keeps_the_next() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let mut connection = Connection::new(server).unwrap();
+        let oversized = u32::try_from(MESSAGE_LENGTH_MAX + 1).unwrap();
+        let header: Vec<u8> = MessageHeader::new_request(5, oversized).into();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&header).unwrap();
+            client.write_all(&vec![7u8; MESSAGE_LENGTH_MAX + 1]).unwrap();
+            client.write_all(&frame(7, b"after")).unwrap();
+        });
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match connection.read_frames().unwrap() {
+                Readable::Frames(frames) | Readable::Closed(frames) => {
+                    seen.extend(bodies(&frames));
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(seen, [(5, b"oversized".to_vec()), (7, b"after".to_vec())]);
+    }
+}

@@ -1,0 +1,185 @@
+//! The shim's ttrpc server, written for an idle cost of zero threads.
+//!
+//! The daemon's main thread owns the listener and every connection through its epoll loop
+//! and only reads and splits frames; each request then runs on a [`WorkerPool`] thread,
+//! which ends when idle, and answers through a [`Reply`] that may outlive the handler (a
+//! Wait answers when the process exits, holding no thread meanwhile). ttrpc's own sync
+//! server keeps a listener thread, two threads per connection and a worker pool alive for
+//! as long as the shim lives.
+//!
+//! Only unary calls exist in the task API: data frames and unknown frame types are ignored.
+
+mod connection;
+mod reply;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{accept4, SockFlag};
+use protobuf::Message;
+use ttrpc::proto::{Code, MessageHeader, Request, MESSAGE_TYPE_REQUEST};
+
+use crate::pool::WorkerPool;
+use connection::{Connection, Frame, Readable};
+pub(crate) use reply::RawReply;
+pub use reply::{Reply, RequestContext};
+
+/// The services a shim answers: the task API under both names containerd uses.
+pub const TASK_SERVICES: [&str; 2] = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
+
+/// Runs one decoded request; called on a worker thread.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Handles `method` of a task service with its encoded request `payload`.
+    fn dispatch(&self, context: RequestContext, method: &str, payload: &[u8], reply: RawReply);
+}
+
+/// Accepts connections and turns their frames into jobs for the worker pool.
+pub(crate) struct Server {
+    listener: OwnedFd,
+    dispatcher: Arc<dyn Dispatch>,
+    pool: WorkerPool,
+    connections: HashMap<u64, Connection>,
+    next_token: u64,
+}
+
+impl Server {
+    /// Serves `listener` (a listening unix socket, made non-blocking here); connections get
+    /// epoll tokens from `first_token` upward.
+    pub(crate) fn new(
+        listener: OwnedFd,
+        dispatcher: Arc<dyn Dispatch>,
+        pool: WorkerPool,
+        first_token: u64,
+    ) -> io::Result<Self> {
+        let flags = nix::fcntl::fcntl(listener.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(listener.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(Self {
+            listener,
+            dispatcher,
+            pool,
+            connections: HashMap::new(),
+            next_token: first_token,
+        })
+    }
+
+    /// The listening socket, for the caller's epoll.
+    pub(crate) fn listener(&self) -> &OwnedFd {
+        &self.listener
+    }
+
+    /// Accepts every pending connection and adds it to `epoll`.
+    pub(crate) fn accept(&mut self, epoll: &Epoll) {
+        loop {
+            let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(errno) => {
+                    log::error!("accept failed: {errno}");
+                    return;
+                }
+            };
+            // SAFETY: accept4 just returned this fd and nothing else owns it.
+            let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            let connection = match Connection::new(stream) {
+                Ok(connection) => connection,
+                Err(error) => {
+                    log::error!("failed to set up a connection: {error}");
+                    continue;
+                }
+            };
+            let token = self.next_token;
+            self.next_token += 1;
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+            if let Err(errno) = epoll.add(connection.fd(), event) {
+                log::error!("failed to watch a connection: {errno}");
+                continue;
+            }
+            self.connections.insert(token, connection);
+        }
+    }
+
+    /// Reads connection `token`, dispatching every complete request; forgets it once closed.
+    pub(crate) fn read(&mut self, epoll: &Epoll, token: u64) {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let (frames, open) = match connection.read_frames() {
+            Ok(Readable::Frames(frames)) => (frames, true),
+            Ok(Readable::Closed(frames)) => (frames, false),
+            Err(error) => {
+                log::warn!("dropping a connection after a read error: {error}");
+                (Vec::new(), false)
+            }
+        };
+        let writer = Arc::clone(connection.writer());
+        for frame in frames {
+            self.handle(frame, &writer);
+        }
+        if !open {
+            if let Some(connection) = self.connections.remove(&token) {
+                // Closing the fd removes it from epoll too; deleting first keeps that explicit.
+                let _ = epoll.delete(connection.fd());
+            }
+        }
+    }
+
+    fn handle(&self, frame: Frame, writer: &Arc<reply::ConnectionWriter>) {
+        match frame {
+            Frame::Oversized { header } => {
+                let reply = RawReply::new(Arc::clone(writer), header.stream_id);
+                let message = format!(
+                    "message length {} exceeds the maximum message size",
+                    header.length
+                );
+                reply.send_status(Code::RESOURCE_EXHAUSTED, message);
+            }
+            Frame::Complete { header, body } if header.type_ == MESSAGE_TYPE_REQUEST => {
+                let reply = RawReply::new(Arc::clone(writer), header.stream_id);
+                self.submit(&header, &body, reply);
+            }
+            Frame::Complete { header, .. } => {
+                log::debug!("ignoring a frame of type {} on a unary server", header.type_);
+            }
+        }
+    }
+
+    fn submit(&self, header: &MessageHeader, body: &[u8], reply: RawReply) {
+        let request = match Request::parse_from_bytes(body) {
+            Ok(request) => request,
+            Err(error) => {
+                let message = format!("undecodable request on stream {}: {error}", header.stream_id);
+                return reply.send_status(Code::INVALID_ARGUMENT, message);
+            }
+        };
+        if !TASK_SERVICES.contains(&request.service.as_str()) {
+            let message = format!("service {}", request.service);
+            return reply.send_status(Code::UNIMPLEMENTED, message);
+        }
+        let dispatcher = Arc::clone(&self.dispatcher);
+        self.pool.execute(move || {
+            let context = context_of(&request);
+            dispatcher.dispatch(context, &request.method, &request.payload, reply);
+        });
+    }
+}
+
+fn context_of(request: &Request) -> RequestContext {
+    let mut metadata: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in &request.metadata {
+        metadata
+            .entry(entry.key.clone())
+            .or_default()
+            .push(entry.value.clone());
+    }
+    RequestContext {
+        metadata,
+        timeout_nano: request.timeout_nano,
+    }
+}
