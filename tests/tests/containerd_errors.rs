@@ -34,18 +34,6 @@ fn assert_failed_with(output: &Output, needle: &str) {
     );
 }
 
-/// A failed `ctr run --rm` may leave the container record behind (it is deleted only
-/// when the task ran); remove it so the leak check covers what the shim left.
-fn remove_container_record(cd: &Containerd, id: &str) {
-    if cd
-        .ctr_ok(&["containers", "ls", "-q"])
-        .lines()
-        .any(|line| line == id)
-    {
-        cd.ctr_ok(&["containers", "rm", id]);
-    }
-}
-
 fn kill_of_unknown_task_is_not_found(rt: Runtime) {
     let cd = Containerd::start(rt);
     let output = cd.ctr(&["tasks", "kill", "--signal", "SIGKILL", "no-such-task"]);
@@ -58,7 +46,7 @@ fn missing_command_fails_cleanly(rt: Runtime) {
     let id = cd.new_id("nocmd");
     let output = cd.run_rm(&id, &["/bin/no-such-command"]);
     assert_failed_with(&output, "no-such-command");
-    remove_container_record(&cd, &id);
+    cd.remove_container_record(&id);
     cd.assert_no_leaks();
 }
 
@@ -73,7 +61,7 @@ fn missing_runc_binary_fails_cleanly(rt: Runtime) {
     let output =
         wren_tests::containerd::run_with_deadline(&mut run, wren_tests::containerd::CTR_DEADLINE);
     assert_failed_with(&output, "/nonexistent/runc");
-    remove_container_record(&cd, &id);
+    cd.remove_container_record(&id);
     cd.assert_no_leaks();
 }
 

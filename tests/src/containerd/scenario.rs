@@ -140,10 +140,21 @@ impl Containerd {
 
     /// The `STATUS` column of `ctr task ls` for `id`, or `None` when there is no such task.
     pub fn task_status(&self, id: &str) -> Option<String> {
+        self.task_row(id)
+            .map(|fields| fields.last().cloned().unwrap_or_default())
+    }
+
+    /// The `PID` column of `ctr task ls` for `id`, or `None` when there is no such task.
+    pub fn task_pid(&self, id: &str) -> Option<u32> {
+        self.task_row(id)?.get(1)?.parse().ok()
+    }
+
+    /// The fields of `id`'s row in `ctr task ls` (`TASK PID STATUS`).
+    fn task_row(&self, id: &str) -> Option<Vec<String>> {
         let listing = self.ctr_ok(&["tasks", "ls"]);
         listing.lines().skip(1).find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.first() == Some(&id)).then(|| fields.last().copied().unwrap_or("").to_owned())
+            let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            (fields.first().map(String::as_str) == Some(id)).then_some(fields)
         })
     }
 
@@ -173,6 +184,16 @@ impl Containerd {
             self.ctr_ok(&["tasks", "rm", id]);
         }
         self.ctr_ok(&["containers", "rm", id]);
+    }
+
+    /// Removes container `id`'s record if there is one: a failed `ctr run --rm` may leave it
+    /// behind (it is deleted only when the task ran), and the leak check that follows should
+    /// see only what the shim left.
+    pub fn remove_container_record(&self, id: &str) {
+        let listed = self.ctr_ok(&["containers", "ls", "-q"]);
+        if listed.lines().any(|line| line == id) {
+            self.ctr_ok(&["containers", "rm", id]);
+        }
     }
 
     /// Runs `cmd` (a `ctr` command, bounded by [`CTR_DEADLINE`]) with stdout hashed as it
