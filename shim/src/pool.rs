@@ -121,9 +121,22 @@ impl PoolShared {
             state.idle -= 1;
             if timeout.timed_out() && state.jobs.is_empty() {
                 state.threads -= 1;
+                if state.threads == 0 {
+                    drop(state);
+                    release_free_heap();
+                }
                 return;
             }
         }
+    }
+}
+
+/// Hands the heap freed by a burst of work back to the kernel: glibc keeps freed pages
+/// below its trim threshold, and an idle shim should not carry its busiest moment.
+fn release_free_heap() {
+    // SAFETY: malloc_trim only returns unused memory to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

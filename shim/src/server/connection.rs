@@ -14,8 +14,8 @@ use ttrpc::proto::{MessageHeader, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX};
 
 use super::reply::ConnectionWriter;
 
-/// Bytes read per `recv`: a Create request with a large spec fits in a few of these.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read per `recv`, on the main thread's stack: most requests fit in one.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One frame taken off the wire.
 #[derive(Debug)]
@@ -69,7 +69,7 @@ impl Connection {
 
     /// Reads what is available and splits it into frames.
     pub(crate) fn read_frames(&mut self) -> io::Result<Readable> {
-        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut chunk = [0u8; READ_CHUNK];
         let mut closed = false;
         loop {
             match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
