@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use protobuf::MessageField;
-use wren_shim::RequestContext;
 use wren_shim::status::{self, Code};
+use wren_shim::RequestContext;
 use wren_shim::{CleanupContext, Monitor, Publisher, Runtime, ShimContext, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
 use wren_shim_protocol::task::{
@@ -268,7 +268,11 @@ impl TaskService for ProcessRuntime {
         }
     }
 
-    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(
+        &self,
+        _ctx: &RequestContext,
+        request: DeleteRequest,
+    ) -> ttrpc::Result<DeleteResponse> {
         let mut tasks = self.lock();
         let task = tasks
             .get(&request.id)

@@ -166,7 +166,12 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
     log::info!("serving {} as {}", R::NAME, flags.id);
 
     let reason = run_main_loop(server, &signals, &monitor, &shutdown)?;
-    shut_down(reason, &publisher, service.as_ref(), listener.path.as_deref());
+    shut_down(
+        reason,
+        &publisher,
+        service.as_ref(),
+        listener.path.as_deref(),
+    );
     Ok(())
 }
 

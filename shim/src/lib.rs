@@ -48,9 +48,9 @@ use wren_shim_protocol::task::DeleteResponse;
 
 pub use crate::flags::{Flags, Invocation};
 pub use crate::logger::Verbosity;
+pub use crate::pool::{SerialQueue, WorkerPool};
 pub use crate::publisher::Publisher;
 pub use crate::reaper::{Exit, ExitWaiter, Monitor};
-pub use crate::pool::{SerialQueue, WorkerPool};
 pub use crate::runtime::{CleanupContext, Runtime, ShimContext, TaskService};
 pub use crate::server::{Reply, RequestContext};
 pub use crate::shutdown::{ShutdownReason, ShutdownTrigger};

@@ -332,7 +332,10 @@ mod tests {
         assert!(queue.wait_empty(Duration::from_secs(10)));
         let deadline = std::time::Instant::now() + IDLE_EXIT * 10;
         while queue.is_running() {
-            assert!(std::time::Instant::now() < deadline, "queue thread never ended");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue thread never ended"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         queue.push(100);

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::empty::Empty;
-use protobuf::MessageField;
 use protobuf::Message;
+use protobuf::MessageField;
 use ttrpc::proto::Code;
 use wren_shim_protocol::task::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,

@@ -94,7 +94,11 @@ impl TaskService for RuncRuntime {
         Ok(response)
     }
 
-    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(
+        &self,
+        _ctx: &RequestContext,
+        request: DeleteRequest,
+    ) -> ttrpc::Result<DeleteResponse> {
         let container = self.container(&request.id)?;
         let snapshot = if request.exec_id.is_empty() {
             container::delete(&self.shared, &container)?

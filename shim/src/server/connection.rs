@@ -184,7 +184,9 @@ mod tests {
         let header: Vec<u8> = MessageHeader::new_request(5, oversized).into();
         let writer = std::thread::spawn(move || {
             client.write_all(&header).unwrap();
-            client.write_all(&vec![7u8; MESSAGE_LENGTH_MAX + 1]).unwrap();
+            client
+                .write_all(&vec![7u8; MESSAGE_LENGTH_MAX + 1])
+                .unwrap();
             client.write_all(&frame(7, b"after")).unwrap();
         });
         let mut seen = Vec::new();

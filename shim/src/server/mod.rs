@@ -145,7 +145,10 @@ impl Server {
                 self.submit(&header, &body, reply);
             }
             Frame::Complete { header, .. } => {
-                log::debug!("ignoring a frame of type {} on a unary server", header.type_);
+                log::debug!(
+                    "ignoring a frame of type {} on a unary server",
+                    header.type_
+                );
             }
         }
     }
@@ -154,7 +157,10 @@ impl Server {
         let request = match Request::parse_from_bytes(body) {
             Ok(request) => request,
             Err(error) => {
-                let message = format!("undecodable request on stream {}: {error}", header.stream_id);
+                let message = format!(
+                    "undecodable request on stream {}: {error}",
+                    header.stream_id
+                );
                 return reply.send_status(Code::INVALID_ARGUMENT, message);
             }
         };

@@ -132,7 +132,11 @@ impl TaskService for NsBox {
         }
     }
 
-    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(
+        &self,
+        _ctx: &RequestContext,
+        request: DeleteRequest,
+    ) -> ttrpc::Result<DeleteResponse> {
         no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.lock();
         let task = find(&mut tasks, &request.id)?;
