@@ -9,16 +9,8 @@ wren_tests::per_runtime!(
     kill_of_unknown_task_is_not_found,
     missing_command_fails_cleanly,
     failed_exec_leaves_container_running,
+    missing_runc_binary_fails_cleanly,
 );
-
-/// `ctr` 1.6 passes `--runc-binary` only to the runtime named `io.containerd.runc.v2`, so this
-/// scenario runs for the Go shim alone; the same failure through wren (runtime options with a
-/// missing `BinaryName`) is covered by `manager/tests/wrenctl.rs`.
-#[test]
-fn go_shim_missing_runc_binary_fails_cleanly() {
-    wren_tests::require_root!();
-    missing_runc_binary_fails_cleanly(Runtime::Go);
-}
 
 fn assert_failed_with(output: &Output, needle: &str) {
     assert!(
@@ -53,11 +45,10 @@ fn missing_command_fails_cleanly(rt: Runtime) {
 fn missing_runc_binary_fails_cleanly(rt: Runtime) {
     let cd = Containerd::start(rt);
     let id = cd.new_id("norunc");
-    let mut run = cd.run_command(
-        &["--rm", "--runc-binary", "/nonexistent/runc"],
-        &id,
-        &["true"],
-    );
+    let mut flags = vec!["--rm"];
+    let binary_flags = cd.binary_name_flags(&id, "/nonexistent/runc");
+    flags.extend(binary_flags.iter().map(String::as_str));
+    let mut run = cd.run_command(&flags, &id, &["true"]);
     let output =
         wren_tests::containerd::run_with_deadline(&mut run, wren_tests::containerd::CTR_DEADLINE);
     assert_failed_with(&output, "/nonexistent/runc");

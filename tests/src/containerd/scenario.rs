@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::events::EventLog;
 use super::process::{drain, wait_with_deadline};
-use super::{Containerd, CTR_DEADLINE, STATE_DEADLINE};
+use super::{Containerd, Runtime, CTR_DEADLINE, STATE_DEADLINE};
 use crate::bundle::default_spec;
 
 /// How to shape the OCI spec written for `ctr run --config`.
@@ -136,6 +136,24 @@ impl Containerd {
         )
         .expect("write spec");
         path
+    }
+
+    /// `ctr run` flags that make the shim run `binary` in place of runc (runc's `BinaryName`).
+    ///
+    /// ctr 1.6 sends runc's options (`--runc-binary`) only to the runtime named
+    /// `io.containerd.runc.v2`; to any other it can send only `runtimeoptions.v1.Options` with
+    /// the `ConfigPath` of `--runtime-config-path`, the options CRI sends to non-runc runtime
+    /// types. wren reads runc's option keys from that TOML (docs/kubernetes.md).
+    pub fn binary_name_flags(&self, id: &str, binary: &str) -> Vec<String> {
+        match self.runtime {
+            Runtime::Go => vec!["--runc-binary".into(), binary.into()],
+            Runtime::Wren => {
+                let path = self.scratch("options").join(format!("{id}.toml"));
+                std::fs::write(&path, format!("BinaryName = {binary:?}\n"))
+                    .expect("write runtime options");
+                vec!["--runtime-config-path".into(), path.display().to_string()]
+            }
+        }
     }
 
     /// The `STATUS` column of `ctr task ls` for `id`, or `None` when there is no such task.

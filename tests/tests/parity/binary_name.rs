@@ -1,10 +1,5 @@
-//! The runc options' `BinaryName`: a shim runs any runc-compatible CLI in place of runc.
-//!
-//! ctr 1.6 sends runc's options (`--runc-binary`) only to the runtime named
-//! `io.containerd.runc.v2`; for any other runtime it can send only `runtimeoptions.v1.Options`
-//! with the `ConfigPath` given by `--runtime-config-path`, the options CRI sends to non-runc
-//! runtime types. wren reads runc's option keys from the TOML file that path names
-//! (docs/kubernetes.md), so that is how `BinaryName` reaches wren here.
+//! The runc options' `BinaryName`: a shim runs any runc-compatible CLI in place of runc
+//! (how ctr passes it to each shim: `Containerd::binary_name_flags`).
 
 use std::fs;
 use std::process::{Output, Stdio};
@@ -71,18 +66,9 @@ pub fn crun_as_binary_name(rt: Runtime) {
 
 /// `ctr run --rm` of a container that prints and exits 5, with `binary` as the shim's runc.
 fn run_with_binary(cd: &Containerd, id: &str, binary: &str) -> Output {
-    let options;
-    let binary_flags = match cd.runtime() {
-        Runtime::Go => ["--runc-binary", binary],
-        Runtime::Wren => {
-            let path = cd.scratch("options").join(format!("{id}.toml"));
-            fs::write(&path, format!("BinaryName = {binary:?}\n")).expect("write options");
-            options = path.display().to_string();
-            ["--runtime-config-path", options.as_str()]
-        }
-    };
+    let binary_flags = cd.binary_name_flags(id, binary);
     let mut flags = vec!["--rm"];
-    flags.extend(binary_flags);
+    flags.extend(binary_flags.iter().map(String::as_str));
     let script = "echo hello from 5; exit 5";
     let mut run = cd.run_command(&flags, id, &["sh", "-c", script]);
     run_with_deadline(run.stdin(Stdio::null()), CTR_DEADLINE)
