@@ -221,16 +221,6 @@ impl<F: Fn() + Send + 'static> OnTerminate for F {
     }
 }
 
-/// Installs the SIGCHLD, SIGTERM and SIGINT handlers.
-///
-/// Call this before any thread is spawned, so that no thread can miss a SIGCHLD.
-///
-/// # Errors
-/// Returns [`ReaperError::RegisterSignals`] when signal-hook cannot install a handler.
-pub fn register_signals() -> Result<Signals, ReaperError> {
-    Signals::new([SIGCHLD, SIGTERM, SIGINT]).map_err(ReaperError::RegisterSignals)
-}
-
 /// Starts the thread "reaper": reaps on SIGCHLD and calls `on_terminate` on SIGTERM/SIGINT.
 ///
 /// A first reap runs at once, for children that exited before the handlers existed.
