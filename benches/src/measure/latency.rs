@@ -51,35 +51,24 @@ pub fn cold_run(bench: &Bench<'_>) -> Result<Vec<Metric>> {
 
 /// `ctr task exec /bin/true` into the idle fleets against `runc exec`.
 pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
-    let floor_id = unique_id("floor-exec");
-    bench
-        .floor
-        .start_sleeper(&floor_id)
-        .context("start floor sleeper")?;
-    let subjects = fleet_subjects(bench, fleets);
-    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, round| {
-        let mut cmd = match subject {
-            Subject::Floor => bench.floor.runc(&["exec", &floor_id, "/bin/true"]),
-            Subject::Shim(shim) => {
-                let target = fleet_member(fleets, shim, round)?;
-                let exec_id = unique_id("x");
-                bench
-                    .containerd
-                    .ctr(&["task", "exec", "--exec-id", &exec_id, &target, "/bin/true"])
-            }
-        };
-        timed(&mut cmd)
-    });
-    let removed = bench.floor.remove(&floor_id);
-    let mut metric = Metric::new(
+    let metric = Metric::new(
         "exec_ms",
         "`ctr task exec` /bin/true (floor: `runc exec`)",
         "ms",
         Better::Lower,
     );
-    fill(&mut metric, &subjects, results?);
-    removed?;
-    fill_failed(&mut metric, &fleets.failed);
+    let metric = against_floor_sleeper(
+        bench,
+        fleets,
+        metric,
+        |floor_id| bench.floor.runc(&["exec", floor_id, "/bin/true"]),
+        |target| {
+            let exec_id = unique_id("x");
+            bench
+                .containerd
+                .ctr(&["task", "exec", "--exec-id", &exec_id, target, "/bin/true"])
+        },
+    )?;
     let overhead = overhead(
         &metric,
         "exec_overhead_ms",
@@ -90,7 +79,32 @@ pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
 
 /// `ctr task metrics` on the idle fleets against `runc events --stats`.
 pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
-    let floor_id = unique_id("floor-stats");
+    let metric = Metric::new(
+        "stats_ms",
+        "`ctr task metrics` (floor: `runc events --stats`)",
+        "ms",
+        Better::Lower,
+    );
+    let metric = against_floor_sleeper(
+        bench,
+        fleets,
+        metric,
+        |floor_id| bench.floor.runc(&["events", "--stats", floor_id]),
+        |target| bench.containerd.ctr(&["task", "metrics", target]),
+    )?;
+    Ok(vec![metric])
+}
+
+/// Times `floor` on a sleeper run by runc alone and `through_shim` on the fleets' containers,
+/// interleaved, into `metric`.
+fn against_floor_sleeper(
+    bench: &Bench<'_>,
+    fleets: &Fleets<'_>,
+    mut metric: Metric,
+    floor: impl Fn(&str) -> Command,
+    through_shim: impl Fn(&str) -> Command,
+) -> Result<Metric> {
+    let floor_id = unique_id("floor");
     bench
         .floor
         .start_sleeper(&floor_id)
@@ -98,25 +112,16 @@ pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
     let subjects = fleet_subjects(bench, fleets);
     let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, round| {
         let mut cmd = match subject {
-            Subject::Floor => bench.floor.runc(&["events", "--stats", &floor_id]),
-            Subject::Shim(shim) => {
-                let target = fleet_member(fleets, shim, round)?;
-                bench.containerd.ctr(&["task", "metrics", &target])
-            }
+            Subject::Floor => floor(&floor_id),
+            Subject::Shim(shim) => through_shim(&fleet_member(fleets, shim, round)?),
         };
         timed(&mut cmd)
     });
     let removed = bench.floor.remove(&floor_id);
-    let mut metric = Metric::new(
-        "stats_ms",
-        "`ctr task metrics` (floor: `runc events --stats`)",
-        "ms",
-        Better::Lower,
-    );
     fill(&mut metric, &subjects, results?);
     removed?;
     fill_failed(&mut metric, &fleets.failed);
-    Ok(vec![metric])
+    Ok(metric)
 }
 
 /// The floor plus every shim whose fleet is running.
