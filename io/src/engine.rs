@@ -2,11 +2,13 @@
 //! process in the shim.
 //!
 //! Other threads never touch the epoll set. They send commands over a channel and kick an
-//! eventfd; the loop owns every registered descriptor. Each stream waits on exactly one of
-//! its two ends at a time (one-shot registration), so a full destination stops reading from
-//! the source: back-pressure reaches the container through its pipe and memory stays flat.
+//! eventfd; the loop owns every registered descriptor. Both ends of a stream stay registered,
+//! edge-triggered, for the stream's whole life, so moving a chunk costs no epoll_ctl: an edge
+//! on either end runs the stream until it blocks. A stream only moves bytes that its
+//! destination takes, so a full destination stops reading from the source: back-pressure
+//! reaches the container through its pipe and memory stays flat.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::drain::Drain;
-use crate::pump::{Next, Pump, Side};
+use crate::pump::{Next, Pump, Side, Trigger};
 use crate::sys;
 
 /// The epoll token of the command eventfd; pump tokens are `id << 1 | side`.
@@ -123,6 +125,7 @@ impl Engine {
             wake: Arc::clone(&wake),
             inbox,
             pumps: HashMap::new(),
+            again: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("io".into())
@@ -243,26 +246,44 @@ struct EventLoop {
     inbox: Receiver<Command>,
     /// Pumps by id; ids are never reused, so a stale event finds nothing.
     pumps: HashMap<u64, (u64, Pump)>,
+    /// Pumps to run without waiting for an edge: new ones, and those whose budget ran out.
+    again: VecDeque<u64>,
 }
 
 impl EventLoop {
     fn run(mut self) {
         let mut events = [EpollEvent::empty(); EVENT_BATCH];
+        let mut ready: Vec<(u64, Trigger)> = Vec::with_capacity(EVENT_BATCH);
         let mut next_id = 0;
         loop {
-            let ready = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
-                Ok(ready) => ready,
+            let timeout = if self.again.is_empty() {
+                EpollTimeout::NONE
+            } else {
+                EpollTimeout::ZERO
+            };
+            let count = match self.epoll.wait(&mut events, timeout) {
+                Ok(count) => count,
                 Err(Errno::EINTR) => continue,
                 Err(errno) => {
                     log::error!("io: epoll_wait failed, stopping the io thread: {errno}");
                     return;
                 }
             };
-            for event in &events[..ready] {
+            ready.clear();
+            for event in &events[..count] {
                 if event.data() != WAKE_TOKEN {
-                    self.on_ready(event.data() >> 1);
+                    ready.push((event.data() >> 1, trigger_of(event)));
                 } else if !self.take_commands(&mut next_id) {
                     return;
+                }
+            }
+            merge_by_pump(&mut ready);
+            for &(id, trigger) in &ready {
+                self.run_pump(id, trigger);
+            }
+            for _ in 0..self.again.len() {
+                if let Some(id) = self.again.pop_front() {
+                    self.run_pump(id, Trigger::Sweep);
                 }
             }
         }
@@ -279,7 +300,7 @@ impl EventLoop {
                         let id = *next_id;
                         *next_id += 1;
                         self.pumps.insert(id, (group, pump));
-                        self.wait_for(id, Side::Source);
+                        self.register(id);
                     }
                 }
                 Command::Detach { group, done } => {
@@ -300,12 +321,13 @@ impl EventLoop {
         true
     }
 
-    fn on_ready(&mut self, id: u64) {
+    fn run_pump(&mut self, id: u64, trigger: Trigger) {
         let Some((_, pump)) = self.pumps.get_mut(&id) else {
             return;
         };
-        match pump.run() {
-            Next::WaitFor(side) => self.wait_for(id, side),
+        match pump.run(trigger) {
+            Next::Idle => {}
+            Next::Again => self.again.push_back(id),
             Next::Finished => {
                 pump.finish();
                 self.retire(id);
@@ -313,30 +335,31 @@ impl EventLoop {
         }
     }
 
-    /// Arms the one-shot registration of `side`; a descriptor epoll refuses ends the stream.
-    fn wait_for(&mut self, id: u64, side: Side) {
+    /// Adds both ends to the epoll set, edge-triggered, and queues a first run for what
+    /// is already there. A destination epoll refuses (a regular file, `/dev/null`) is
+    /// always writable and needs no registration; a source epoll refuses ends the stream.
+    fn register(&mut self, id: u64) {
         let Some((_, pump)) = self.pumps.get_mut(&id) else {
             return;
         };
-        let interest = match side {
-            Side::Source => EpollFlags::EPOLLIN,
-            Side::Destination => EpollFlags::EPOLLOUT,
-        };
-        let mut event = EpollEvent::new(interest | EpollFlags::EPOLLONESHOT, id << 1 | side as u64);
-        let fd = pump.fd(side);
-        let armed = if pump.registered[side as usize] {
-            self.epoll.modify(fd, &mut event)
-        } else {
-            self.epoll.add(fd, event)
-        };
-        match armed {
-            Ok(()) => pump.registered[side as usize] = true,
-            Err(errno) => {
-                log::warn!("io: cannot wait on {side:?} of {pump:?}, ending it: {errno}");
-                pump.finish();
-                self.retire(id);
+        for side in [Side::Source, Side::Destination] {
+            let interest = match side {
+                Side::Source => EpollFlags::EPOLLIN,
+                Side::Destination => EpollFlags::EPOLLOUT,
+            };
+            let event = EpollEvent::new(interest | EpollFlags::EPOLLET, id << 1 | side as u64);
+            match self.epoll.add(pump.fd(side), event) {
+                Ok(()) => pump.registered[side as usize] = true,
+                Err(Errno::EPERM) if side == Side::Destination => {}
+                Err(errno) => {
+                    log::warn!("io: cannot wait on {side:?} of {pump:?}, ending it: {errno}");
+                    pump.finish();
+                    self.retire(id);
+                    return;
+                }
             }
         }
+        self.again.push_back(id);
     }
 
     /// Removes a pump from the epoll set and closes its descriptors.
@@ -352,4 +375,30 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// What an event says about its end. epoll computes the flags as it delivers the event,
+/// so a peer already gone shows here and one leaving later brings a new edge.
+fn trigger_of(event: &EpollEvent) -> Trigger {
+    if event
+        .events()
+        .intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+    {
+        Trigger::PeerGone
+    } else {
+        Trigger::Edge
+    }
+}
+
+/// Leaves one entry per pump: both ends may have fired, and one run serves both, for the
+/// weightiest reason.
+fn merge_by_pump(ready: &mut Vec<(u64, Trigger)>) {
+    ready.sort_unstable_by_key(|&(id, _)| id);
+    ready.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1 = kept.1.max(later.1);
+        true
+    });
 }

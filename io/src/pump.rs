@@ -1,12 +1,15 @@
 //! One stream's copy state machine: moves bytes from a source to a destination without
 //! ever blocking, by splice(2) while the kernel allows it and through a bounded buffer
 //! otherwise.
+//!
+//! The engine watches both ends edge-triggered, so a pump must not go idle while a transfer
+//! could still succeed: it stops when a transfer says EAGAIN or, between two pipes, after a
+//! splice that left an end blocked (see `Pump::after_splice`).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{splice, SpliceFFlags};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::drain::Drain;
 use crate::engine::Direction;
@@ -15,22 +18,47 @@ use crate::engine::Direction;
 const SPLICE_CHUNK: usize = 1 << 20;
 /// The user-space buffer of the read/write fallback: the most a stream ever holds in memory.
 const BUFFER_SIZE: usize = 64 * 1024;
-/// Transfers per wake-up before yielding to other streams; readiness is level-triggered,
-/// so a stream that still has data is woken again at once.
+/// Transfers per turn before yielding to other streams; a pump that still has work when
+/// its budget runs out is queued to run again, since no new edge will announce it.
 const BUDGET: usize = 16;
 
-/// Which end of a pump the engine waits on.
+/// The two ends of a pump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
     Source = 0,
     Destination = 1,
 }
 
+/// Why a pump runs, which decides how far it must go before it may wait for an edge.
+/// Ordered by precedence when one run serves several reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Trigger {
+    /// Readiness edges on ends whose peers are still there.
+    Edge,
+    /// A first run, or a run whose budget ran out: no edge announced what is there.
+    Sweep,
+    /// An end reported its peer gone (EPOLLHUP, EPOLLERR). No edge will follow, so from
+    /// now on only EAGAIN, EOF or EPIPE proves there is no work left.
+    PeerGone,
+}
+
+/// How far a run must go before the pump may wait for an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopAt {
+    /// A pipe-to-pipe splice that moved less than it asked for (see `Pump::after_splice`),
+    /// or EAGAIN.
+    ShortSplice,
+    /// Only EAGAIN, EOF or EPIPE.
+    Eagain,
+}
+
 /// What a pump needs next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// Wake me when this side is ready.
-    WaitFor(Side),
+    /// Blocked on an end: the next edge on either end runs me again.
+    Idle,
+    /// The budget ran out with work left: run me again soon.
+    Again,
     /// The source hit EOF (or the destination of an input stream broke): retire me.
     Finished,
 }
@@ -38,8 +66,8 @@ pub(crate) enum Next {
 /// The outcome of a single transfer attempt.
 enum Step {
     Moved,
-    SourceEmpty,
-    DestinationFull,
+    /// An end is not ready; an edge on it will come once it is.
+    Blocked,
     Eof,
 }
 
@@ -61,6 +89,11 @@ pub(crate) struct Pump {
     /// never blocks on (or is killed by) a consumer that is gone.
     discarding: bool,
     mode: Mode,
+    /// Both ends are pipes or FIFOs, whose splice stops only at an empty source or a full
+    /// destination.
+    pipe_to_pipe: bool,
+    /// An end has reported its peer gone; see [`Trigger::PeerGone`].
+    peer_gone: bool,
     direction: Direction,
     drain: Option<Drain>,
     /// Whether each side is in the epoll set, indexed by [`Side`].
@@ -85,11 +118,14 @@ impl Pump {
         direction: Direction,
         drain: Option<Drain>,
     ) -> Self {
+        let pipe_to_pipe = is_pipe(source.as_fd()) && is_pipe(destination.as_fd());
         Self {
             source,
             destination,
             discarding: false,
             mode: Mode::Splice,
+            pipe_to_pipe,
+            peer_gone: false,
             direction,
             drain,
             registered: [false; 2],
@@ -105,21 +141,21 @@ impl Pump {
     }
 
     /// Moves as much as is ready, up to a fairness budget.
-    pub(crate) fn run(&mut self) -> Next {
+    pub(crate) fn run(&mut self, trigger: Trigger) -> Next {
+        self.peer_gone |= trigger == Trigger::PeerGone;
+        let stop_at = if self.peer_gone || trigger != Trigger::Edge {
+            StopAt::Eagain
+        } else {
+            StopAt::ShortSplice
+        };
         for _ in 0..BUDGET {
-            match self.step() {
+            match self.step(stop_at) {
                 Step::Moved => {}
-                Step::SourceEmpty => return Next::WaitFor(Side::Source),
-                Step::DestinationFull => return Next::WaitFor(Side::Destination),
+                Step::Blocked => return Next::Idle,
                 Step::Eof => return Next::Finished,
             }
         }
-        match self.mode {
-            Mode::Buffered { start, end, .. } if start < end && !self.discarding => {
-                Next::WaitFor(Side::Destination)
-            }
-            _ => Next::WaitFor(Side::Source),
-        }
+        Next::Again
     }
 
     /// Tells the drain latch this output stream is complete; called once when retired
@@ -130,7 +166,8 @@ impl Pump {
         }
     }
 
-    fn step(&mut self) -> Step {
+    /// One transfer.
+    fn step(&mut self, stop_at: StopAt) -> Step {
         if self.discarding || !matches!(self.mode, Mode::Splice) {
             return self.buffered_step();
         }
@@ -138,11 +175,32 @@ impl Pump {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         match splice(&self.source, None, destination, None, SPLICE_CHUNK, flags) {
             Ok(0) => Step::Eof,
-            Ok(_) | Err(Errno::EINTR) => Step::Moved,
-            Err(Errno::EAGAIN) => blocked_side(self.source.as_fd(), destination.as_fd()),
+            Ok(moved) => self.after_splice(moved, stop_at),
+            Err(Errno::EINTR) => Step::Moved,
+            Err(Errno::EAGAIN) => Step::Blocked,
             // EINVAL: this pair cannot splice (O_APPEND file, some devices). Any other
             // error is retried by read/write, whose errors say which side failed.
             Err(_) => self.buffered_step(),
+        }
+    }
+
+    /// Whether to splice again after one that moved `moved` bytes.
+    ///
+    /// Between two pipes, a splice that moved less than it asked for stopped because the
+    /// source was empty or the destination full, and either state brings an edge: the next
+    /// write into an empty pipe wakes its reader, the next read from a full pipe wakes its
+    /// writer. Going idle here, rather than splicing until EAGAIN, matters: that extra splice
+    /// would usually meet the writer this one just woke busy copying into the source (or
+    /// the client's reader copying out of the FIFO) and spin on the pipe's mutex for the
+    /// whole copy. Only an end whose peer is gone (a source without writers, a destination
+    /// without readers) brings no further edge; epoll reports that state with the edge
+    /// that runs the pump ([`Trigger::PeerGone`]), and from then on the pump goes on to
+    /// its EOF or EPIPE. First runs and runs after the budget go on to EAGAIN too.
+    fn after_splice(&self, moved: usize, stop_at: StopAt) -> Step {
+        if stop_at == StopAt::ShortSplice && self.pipe_to_pipe && moved < SPLICE_CHUNK {
+            Step::Blocked
+        } else {
+            Step::Moved
         }
     }
 
@@ -171,7 +229,7 @@ impl Pump {
                     *start += n;
                     Ok(Step::Moved)
                 }
-                Err(Errno::EAGAIN) => Ok(Step::DestinationFull),
+                Err(Errno::EAGAIN) => Ok(Step::Blocked),
                 Err(Errno::EINTR) => Ok(Step::Moved),
                 Err(errno) => Err(errno),
             };
@@ -182,7 +240,7 @@ impl Pump {
                 (*start, *end) = (0, if self.discarding { 0 } else { n });
                 Step::Moved
             }
-            Err(Errno::EAGAIN) => Step::SourceEmpty,
+            Err(Errno::EAGAIN) => Step::Blocked,
             Err(Errno::EINTR) => Step::Moved,
             // EIO: the pty's last slave closed, which is a pty's EOF.
             Err(Errno::EIO) => Step::Eof,
@@ -212,20 +270,8 @@ impl Pump {
     }
 }
 
-/// After a non-blocking splice said EAGAIN: which side is not ready?
-fn blocked_side(source: BorrowedFd<'_>, destination: BorrowedFd<'_>) -> Step {
-    let mut fds = [
-        PollFd::new(source, PollFlags::POLLIN),
-        PollFd::new(destination, PollFlags::POLLOUT),
-    ];
-    if poll(&mut fds, PollTimeout::ZERO).is_err() {
-        return Step::SourceEmpty;
-    }
-    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-    match (ready(&fds[0]), ready(&fds[1])) {
-        (false, _) => Step::SourceEmpty,
-        (true, false) => Step::DestinationFull,
-        // Both became ready since the splice: just try again.
-        (true, true) => Step::Moved,
-    }
+/// Whether `fd` is a pipe or FIFO.
+fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }

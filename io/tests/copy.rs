@@ -128,6 +128,33 @@ fn output_of_a_process_that_exits_at_once_is_complete() {
 }
 
 #[test]
+fn output_left_behind_a_full_fifo_drains_after_its_writer_is_gone() {
+    let check = FdCheck::begin();
+    let path = mkfifo(check.dir.path(), "stdout");
+    let mut reader = client_reader(&path);
+    let engine = Engine::start().unwrap();
+    let (io, runc) = start_io(&engine, &stdout_only(&path), "left-behind");
+    // More than the FIFO holds but less than FIFO and pipe together: the writer is done and
+    // gone (its hang-up already reported) while the rest still waits in the pipe, and only
+    // the client's reads can move it on.
+    let payload: Vec<u8> = (0..100 * 1024_u32).map(|i| (i % 251) as u8).collect();
+    let mut pipe = File::from(runc.stdout.unwrap());
+    pipe.write_all(&payload).unwrap();
+    drop(pipe);
+    let mut seen = vec![0u8; payload.len()];
+    reader.read_exact(&mut seen).unwrap();
+    assert!(seen == payload, "stream corrupt");
+    assert!(io.wait_drained(DRAIN_BOUND), "EOF never reached the engine");
+    assert_eq!(
+        reader.read(&mut seen).unwrap(),
+        0,
+        "bytes beyond the payload"
+    );
+    drop((io, reader, engine));
+    check.end();
+}
+
+#[test]
 fn a_reader_restart_neither_kills_the_writer_nor_loses_output() {
     let check = FdCheck::begin();
     let path = mkfifo(check.dir.path(), "stdout");
