@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-cargo build --release --bins -q
+release=$(scripts/build-release.sh)
 
 rootfs=$(mktemp -d /tmp/wren-demo.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
@@ -22,4 +22,4 @@ echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
 if [ $# -eq 0 ]; then
     set -- sh -c 'echo "hello from a container run by containerd-shim-wren-v2 (pid $$, host $(hostname))"'
 fi
-exec target/release/wrenctl run --rm --rootfs "$rootfs" -- "$@"
+exec "$release/wrenctl" run --rm --rootfs "$rootfs" -- "$@"

@@ -3,7 +3,8 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-packages=(runc crun containerd criu busybox-static)
+# libc6-dev: the static glibc the release build links (scripts/build-release.sh).
+packages=(runc crun containerd criu busybox-static libc6-dev)
 
 missing=()
 for pkg in "${packages[@]}"; do

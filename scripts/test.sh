@@ -20,3 +20,5 @@ if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain)" ]
     exit 1
 fi
 cargo test --workspace --no-fail-fast
+# The main job (README's first command) on the release build as shipped: static, optimised.
+scripts/demo.sh

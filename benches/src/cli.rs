@@ -9,9 +9,11 @@ use anyhow::{bail, Context, Result};
 pub const REFERENCE: &str = "go";
 
 const USAGE: &str =
-    "usage: wren-bench [--quick] [--shim NAME=PATH ...] [--no-default-shims] [--out DIR]
+    "usage: wren-bench [--quick] [--only GROUP,...] [--shim NAME=PATH ...] [--no-default-shims] [--out DIR]
 
   --quick             small sizes for routine runs (minutes, not tens of minutes)
+  --only GROUP,...    run only these groups: start, idle (memory, threads, wake-ups, exec and
+                      stats latency), cold, stdout, density
   --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME)
   --no-default-shims  drop the defaults: go=/usr/bin/containerd-shim-runc-v2 and
                       wren=<target dir>/containerd-shim-wren-v2
@@ -62,6 +64,9 @@ impl Sizes {
     };
 }
 
+/// The measurement groups `--only` selects from, in the order they run.
+pub const GROUPS: [&str; 5] = ["start", "idle", "cold", "stdout", "density"];
+
 /// Whether this is a routine run or the full one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -84,6 +89,15 @@ pub struct Config {
     pub missing: Vec<Shim>,
     /// Output directory.
     pub out: PathBuf,
+    /// The groups to run (all of [`GROUPS`] unless `--only` narrowed them).
+    pub groups: Vec<String>,
+}
+
+impl Config {
+    /// Whether `group` (one of [`GROUPS`]) runs.
+    pub fn runs(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
 }
 
 /// Parses `args` (without `argv[0]`); `Ok(None)` for `--help`.
@@ -93,6 +107,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>> {
     let mut defaults = true;
     let mut extra = Vec::new();
     let mut out = target.as_ref().map(|t| t.join("bench"));
+    let mut groups: Vec<String> = GROUPS.iter().map(|g| (*g).to_owned()).collect();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -100,6 +115,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>> {
             "--no-default-shims" => defaults = false,
             "--shim" => extra.push(parse_shim(&args.next().context("--shim needs NAME=PATH")?)?),
             "--out" => out = Some(PathBuf::from(args.next().context("--out needs DIR")?)),
+            "--only" => groups = parse_groups(&args.next().context("--only needs GROUP,...")?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -128,7 +144,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>> {
         shims,
         missing,
         out,
+        groups,
     }))
+}
+
+fn parse_groups(list: &str) -> Result<Vec<String>> {
+    let groups: Vec<String> = list.split(',').map(str::to_owned).collect();
+    if let Some(unknown) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        bail!(
+            "--only: unknown group {unknown:?}; the groups are {}",
+            GROUPS.join(", ")
+        );
+    }
+    Ok(groups)
 }
 
 fn parse_shim(spec: &str) -> Result<Shim> {
@@ -200,6 +228,17 @@ mod tests {
         assert_eq!(config.mode, Mode::Quick);
         assert_eq!(config.sizes, Sizes::QUICK);
         assert_eq!(config.out, PathBuf::from("/tmp/x"));
+        assert!(GROUPS.iter().all(|g| config.runs(g)));
+    }
+
+    #[test]
+    fn only_narrows_the_groups() {
+        let config = parse(args(&["--only", "start,cold", "--out", "/tmp/x"]))
+            .unwrap()
+            .unwrap();
+        assert!(config.runs("start") && config.runs("cold"));
+        assert!(!config.runs("idle") && !config.runs("density"));
+        assert!(parse(args(&["--only", "start,bogus", "--out", "/tmp/x"])).is_err());
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn run() -> Result<()> {
         sizes: config.sizes,
         interrupt: &interrupt,
     };
-    let metrics = measure_all(&bench)
+    let metrics = measure_all(&bench, &config)
         .inspect_err(|_| eprintln!("--- containerd log ---\n{}", containerd.log_tail()))?;
     drop(floor);
     drop(containerd);
@@ -89,17 +89,20 @@ fn run() -> Result<()> {
     write_results(&config, &metrics, &table)
 }
 
-/// Every measurement, in an order that keeps at most one set of containers alive at a time.
-fn measure_all(bench: &Bench<'_>) -> Result<Vec<Metric>> {
+/// The measurements `config` selects, in an order that keeps at most one set of containers
+/// alive at a time.
+fn measure_all(bench: &Bench<'_>, config: &Config) -> Result<Vec<Metric>> {
     let mut metrics = Vec::new();
     let step = |what: &str| eprintln!("== {what}");
-    step("shim start");
-    metrics.extend(start::shim_start(bench)?);
-    step(&format!(
-        "idle fleets: {} sleeping containers per shim",
-        bench.sizes.idle
-    ));
-    {
+    if config.runs("start") {
+        step("shim start");
+        metrics.extend(start::shim_start(bench)?);
+    }
+    if config.runs("idle") {
+        step(&format!(
+            "idle fleets: {} sleeping containers per shim",
+            bench.sizes.idle
+        ));
         let fleets = Fleets::start(bench, bench.sizes.idle, "idle")?;
         metrics.extend(memory::idle(bench, &fleets)?);
         step("exec latency");
@@ -107,15 +110,21 @@ fn measure_all(bench: &Bench<'_>) -> Result<Vec<Metric>> {
         step("stats latency");
         metrics.extend(latency::stats(bench, &fleets)?);
     }
-    step("cold run latency");
-    metrics.extend(latency::cold_run(bench)?);
-    step("stdout throughput");
-    metrics.extend(throughput::stdout(bench)?);
-    step(&format!(
-        "density: {} containers per shim",
-        bench.sizes.density
-    ));
-    metrics.extend(memory::density(bench)?);
+    if config.runs("cold") {
+        step("cold run latency");
+        metrics.extend(latency::cold_run(bench)?);
+    }
+    if config.runs("stdout") {
+        step("stdout throughput");
+        metrics.extend(throughput::stdout(bench)?);
+    }
+    if config.runs("density") {
+        step(&format!(
+            "density: {} containers per shim",
+            bench.sizes.density
+        ));
+        metrics.extend(memory::density(bench)?);
+    }
     Ok(metrics)
 }
 
