@@ -13,7 +13,7 @@ use crate::options::{
     parse_pid, CheckpointOptions, CreateOptions, DeleteMode, ExecOptions, KillScope, ProcessSpec,
     Resources, RestoreOptions,
 };
-use crate::spawn::{Call, Streams};
+use crate::spawn::{resolve_program, Call, Streams};
 use crate::types::{Features, State};
 use crate::AfterCheckpoint;
 
@@ -31,7 +31,7 @@ pub enum CgroupDriver {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuncConfig {
     /// The runtime binary: `runc`, `crun`, or any runc-compatible CLI (looked up in
-    /// `PATH` when it has no slash).
+    /// `PATH` when it has no slash, once, by [`Runc::new`]).
     pub binary: PathBuf,
     /// The runtime's state directory (`--root`); the runtime's default when `None`.
     pub root: Option<PathBuf>,
@@ -60,13 +60,20 @@ impl Default for RuncConfig {
 #[derive(Debug, Clone)]
 pub struct Runc {
     config: RuncConfig,
+    /// `config.binary` looked up in `PATH` once, here, rather than by every child's execvp.
+    program: PathBuf,
     monitor: Arc<dyn ProcessMonitor>,
 }
 
 impl Runc {
     /// A driver for `config` whose children are spawned and reaped by `monitor`.
     pub fn new(config: RuncConfig, monitor: Arc<dyn ProcessMonitor>) -> Self {
-        Self { config, monitor }
+        let program = resolve_program(&config.binary);
+        Self {
+            config,
+            program,
+            monitor,
+        }
     }
 
     /// The configuration.
@@ -221,7 +228,7 @@ impl Runc {
 
     /// `<binary> [--root R] [--log L] --log-format json [--systemd-cgroup] <verb>`.
     fn command(&self, verb: &str) -> Command {
-        let mut cmd = Command::new(&self.config.binary);
+        let mut cmd = Command::new(&self.program);
         if let Some(root) = &self.config.root {
             cmd.arg("--root").arg(root);
         }

@@ -1,20 +1,53 @@
 //! Running one runtime command: spawn through the monitor, move its bytes, wait, judge.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{access, AccessFlags};
 
 use crate::error::{Error, Invocation};
 use crate::monitor::{ExitStatus, ExitWaiter, ProcessMonitor};
 use crate::options::Stdio;
 use crate::runtime_log::{failure_message, LogCursor};
 use crate::sys;
+
+/// The file execvp(3) would run for `binary`, resolved now so that each spawn execs it
+/// directly instead of failing one execve(2) per `PATH` entry before the right one.
+///
+/// A name with a slash is used as is; a bare name is searched in this process's `PATH`.
+/// Anything the search cannot settle now is left to execvp at spawn time, unchanged: a
+/// name not found (the spawn error then names it as configured), an unset `PATH` (libc's
+/// default applies) and a relative entry (it depends on the working directory then).
+pub(crate) fn resolve_program(binary: &Path) -> PathBuf {
+    let path = std::env::var_os("PATH");
+    search_path(binary, path.as_deref()).unwrap_or_else(|| binary.to_path_buf())
+}
+
+fn search_path(binary: &Path, path: Option<&OsStr>) -> Option<PathBuf> {
+    let name = binary.as_os_str();
+    if name.is_empty() || name.as_bytes().contains(&b'/') {
+        return None;
+    }
+    for dir in std::env::split_paths(path?) {
+        if !dir.is_absolute() {
+            return None;
+        }
+        let candidate = dir.join(binary);
+        // execvp skips what it cannot execute (EACCES, a directory) and tries the next entry.
+        if candidate.is_file() && access(&candidate, AccessFlags::X_OK).is_ok() {
+            return Some(candidate);
+        }
+    }
+    None
+}
 
 /// Where the runtime's own stdio goes.
 #[derive(Debug)]
@@ -286,6 +319,70 @@ mod tests {
         assert_eq!(*status, ExitStatus::Exited(3));
         assert_eq!(message, "boom");
         assert_eq!(err.to_string(), "test c1 failed with exit code 3: boom");
+    }
+
+    /// `dir/name` with `mode`.
+    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_bare_name_resolves_to_the_first_executable_file_in_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [missing, not_exec, as_dir, first, second] =
+            ["missing", "not-exec", "as-dir", "first", "second"].map(|d| tmp.path().join(d));
+        for dir in [&not_exec, &as_dir, &first, &second] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        file(&not_exec, "rt", 0o644);
+        std::fs::create_dir(as_dir.join("rt")).unwrap();
+        let wanted = file(&first, "rt", 0o755);
+        file(&second, "rt", 0o755);
+        let path = std::env::join_paths([&missing, &not_exec, &as_dir, &first, &second]).unwrap();
+        let rt = Path::new("rt");
+        assert_eq!(search_path(rt, Some(&path)), Some(wanted));
+        assert_eq!(search_path(Path::new("other"), Some(&path)), None);
+        assert_eq!(search_path(rt, None), None, "unset PATH: left to execvp");
+        let relative_first = std::env::join_paths([Path::new("bin"), &first]).unwrap();
+        assert_eq!(search_path(rt, Some(&relative_first)), None);
+        let empty_first = std::env::join_paths([Path::new(""), &first]).unwrap();
+        assert_eq!(search_path(rt, Some(&empty_first)), None);
+    }
+
+    #[test]
+    fn a_path_is_kept_and_an_unknown_name_falls_back_to_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bin");
+        std::fs::create_dir(&dir).unwrap();
+        file(&dir, "rt", 0o755);
+        let path = std::env::join_paths([&dir]).unwrap();
+        for explicit in ["./rt", "bin/rt", "/nonexistent/rt"] {
+            assert_eq!(search_path(Path::new(explicit), Some(&path)), None);
+            assert_eq!(resolve_program(Path::new(explicit)), Path::new(explicit));
+        }
+        let unknown = Path::new("wren-no-such-runtime");
+        assert_eq!(resolve_program(unknown), unknown);
+        // The process's own PATH: `sh` is found as an absolute path, as execvp finds it.
+        let sh = resolve_program(Path::new("sh"));
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+    }
+
+    #[test]
+    fn an_unknown_runtime_name_is_named_as_configured_in_the_spawn_error() {
+        let config = crate::RuncConfig {
+            binary: PathBuf::from("wren-no-such-runtime"),
+            ..crate::RuncConfig::default()
+        };
+        let runc = crate::Runc::new(config, std::sync::Arc::new(StdMonitor));
+        let err = runc.state("c1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to spawn wren-no-such-runtime for state c1"
+        );
     }
 
     #[test]

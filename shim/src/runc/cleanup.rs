@@ -1,7 +1,7 @@
 //! The short-lived invocations: `delete` (clean up after a shim that is gone) and `-info`.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use protobuf::well_known_types::any::Any;
@@ -17,6 +17,11 @@ use crate::runc::spawn::ReapedSpawner;
 
 /// The type URL containerd decodes `RuntimeInfo.features` with.
 const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+/// Runtimes that keep a container's state in the directory `<root>/<id>` and, without it,
+/// have nothing for `delete --force` to do. Others (runsc keeps `<root>/<id>_sandbox:…`
+/// files) always get their `delete`.
+const STATE_DIR_RUNTIMES: [&str; 2] = ["runc", "crun"];
 
 /// Errors of `delete` and `-info`.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +50,9 @@ pub enum CleanupError {
     Features(#[source] wren_runc_driver::Error),
 }
 
-/// `delete`: `runc delete --force`, unmount the rootfs, and report the init pid. Every step
-/// tolerates what a previous run (or a clean shutdown) already removed.
+/// `delete`: `runc delete --force` (unless runc provably has no state for the task), unmount
+/// the rootfs, and report the init pid. Every step tolerates what a previous run (or a clean
+/// shutdown) already removed.
 pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
     let bundle = &context.bundle;
     let id = &context.id;
@@ -54,10 +60,15 @@ pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
         id: id.clone(),
         source,
     })?;
-    let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
-    let runc = runc_for(&spawner, &context.namespace, bundle, &options);
-    if let Err(err) = runc.delete(id, DeleteMode::Force) {
-        log::warn!("failed to remove runc container {id}: {err}");
+    // containerd runs this after every clean removal too, when runc's state is long gone.
+    if let Some(dir) = missing_state_dir(context, &options) {
+        log::debug!("no runc state at {}: skipping runc delete", dir.display());
+    } else {
+        let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
+        let runc = runc_for(&spawner, &context.namespace, bundle, &options);
+        if let Err(err) = runc.delete(id, DeleteMode::Force) {
+            log::warn!("failed to remove runc container {id}: {err}");
+        }
     }
     mount::unmount_recursive(&bundle.join("rootfs")).map_err(|source| CleanupError::Unmount {
         id: id.clone(),
@@ -75,6 +86,36 @@ pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
         }
         Err(source) => Err(CleanupError::ReadPidFile { path, source }),
     }
+}
+
+/// The runtime's state directory of the task when it provably does not exist, the one case
+/// where `delete --force` could only answer "container does not exist". Whatever is there,
+/// even a dangling symlink, is the runtime's to judge; so is an id or namespace that is not a
+/// plain name (it comes from the command line, and is only joined into a path once checked).
+fn missing_state_dir(context: &CleanupContext, options: &RuntimeOptions) -> Option<PathBuf> {
+    let runtime = Path::new(options.binary()).file_name()?.to_str()?;
+    if !STATE_DIR_RUNTIMES.contains(&runtime)
+        || !is_plain_name(&context.namespace)
+        || !is_plain_name(&context.id)
+    {
+        return None;
+    }
+    let dir = options.runc_root(&context.namespace).join(&context.id);
+    match std::fs::symlink_metadata(&dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Some(dir),
+        _ => None,
+    }
+}
+
+/// One path component that names itself: letters, digits and `._-`, not `.` or `..`
+/// (containerd's identifiers are a subset).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `-info`: name, version, the options echoed, and the runtime's `features` JSON as is.
@@ -104,6 +145,56 @@ pub fn info(name: &str, version: &str, options: Option<&Any>) -> Result<RuntimeI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_names_are_joined_into_the_state_path() {
+        for name in ["c1", "k8s.io", "a_b-c.d", "..."] {
+            assert!(is_plain_name(name), "{name}");
+        }
+        for name in ["", ".", "..", "a/b", "../x", "/abs", "a b", "a\0b", "é"] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_provably_missing_state_dir_skips_the_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let context = |id: &str| CleanupContext {
+            namespace: "ns".into(),
+            id: id.into(),
+            bundle: tmp.path().join("bundle"),
+            address: String::new(),
+            monitor: wren_shim::Monitor::new(),
+        };
+        let options = |binary: &str| RuntimeOptions {
+            binary_name: binary.into(),
+            root: tmp.path().display().to_string(),
+            ..RuntimeOptions::default()
+        };
+        let runc = options("");
+        let state = tmp.path().join("ns");
+        assert_eq!(
+            missing_state_dir(&context("c1"), &runc),
+            Some(state.join("c1"))
+        );
+        let by_path = options("/usr/local/sbin/runc");
+        assert!(missing_state_dir(&context("c1"), &by_path).is_some());
+        for other in ["runsc", "/opt/runc-wrapper.sh"] {
+            assert_eq!(missing_state_dir(&context("c1"), &options(other)), None);
+        }
+        assert_eq!(missing_state_dir(&context("../c1"), &runc), None);
+
+        std::fs::create_dir_all(state.join("dir")).unwrap();
+        std::fs::write(state.join("file"), "").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), state.join("dangling")).unwrap();
+        for present in ["dir", "file", "dangling"] {
+            assert_eq!(
+                missing_state_dir(&context(present), &runc),
+                None,
+                "{present}"
+            );
+        }
+    }
 
     #[test]
     fn info_carries_runc_features_json() {
