@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use crate::identifier;
+
 /// Errors from parsing the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum FlagsError {
@@ -37,6 +39,10 @@ pub enum FlagsError {
         /// The offending argument.
         arg: String,
     },
+    /// `-namespace` or `-id` breaks containerd's identifier rule; both name files and the
+    /// runtime's state, so no action runs without them.
+    #[error(transparent)]
+    Identifier(#[from] crate::identifier::InvalidIdentifier),
     /// An action other than `start` or `delete`.
     #[error("unknown action {action:?}")]
     UnknownAction {
@@ -144,7 +150,8 @@ impl Flags {
     /// Resolves what this invocation must do; `-v` and `-info` win over any action.
     ///
     /// # Errors
-    /// Returns [`FlagsError::UnknownAction`] for an action other than `start` or `delete`.
+    /// Returns [`FlagsError::UnknownAction`] for an action other than `start` or `delete`,
+    /// and [`FlagsError::Identifier`] when `-namespace` or `-id` is not a valid identifier.
     pub fn invocation(&self) -> Result<Invocation, FlagsError> {
         if self.version {
             return Ok(Invocation::Version);
@@ -152,14 +159,19 @@ impl Flags {
         if self.info {
             return Ok(Invocation::Info);
         }
-        match self.action.as_deref() {
-            None => Ok(Invocation::Daemon),
-            Some("start") => Ok(Invocation::Start),
-            Some("delete") => Ok(Invocation::Delete),
-            Some(other) => Err(FlagsError::UnknownAction {
-                action: other.to_owned(),
-            }),
-        }
+        let invocation = match self.action.as_deref() {
+            None => Invocation::Daemon,
+            Some("start") => Invocation::Start,
+            Some("delete") => Invocation::Delete,
+            Some(other) => {
+                return Err(FlagsError::UnknownAction {
+                    action: other.to_owned(),
+                })
+            }
+        };
+        identifier::validate("namespace", &self.namespace)?;
+        identifier::validate("id", &self.id)?;
+        Ok(invocation)
     }
 
     fn set_bool(&mut self, name: &str, on: bool) {
@@ -252,7 +264,8 @@ mod tests {
         assert_eq!(flags.id, "x=y");
         assert_eq!(flags.bundle, Some(PathBuf::from("/b")));
         assert!(!flags.debug);
-        assert_eq!(flags.invocation().unwrap(), Invocation::Delete);
+        // Parsed as Go does, then refused: '=' has no place in an id.
+        assert!(matches!(flags.invocation(), Err(FlagsError::Identifier(_))));
     }
 
     #[test]
@@ -276,7 +289,10 @@ mod tests {
     #[test]
     fn no_action_means_daemon_and_version_info_win() {
         assert_eq!(
-            parse(&["-id", "a"]).unwrap().invocation().unwrap(),
+            parse(&["-namespace", "ns", "-id", "a"])
+                .unwrap()
+                .invocation()
+                .unwrap(),
             Invocation::Daemon
         );
         assert_eq!(
@@ -312,5 +328,22 @@ mod tests {
         assert!(
             matches!(unknown, Err(FlagsError::UnknownAction { action }) if action == "frobnicate")
         );
+    }
+
+    #[test]
+    fn every_action_needs_a_valid_namespace_and_id() {
+        for argv in [
+            ["-namespace", "ns", "-id", "../x", "delete"],
+            ["-namespace", "a/b", "-id", "c1", "start"],
+            ["-namespace", "ns", "-id", "", "start"],
+        ] {
+            let refused = parse(&argv).unwrap().invocation();
+            assert!(
+                matches!(refused, Err(FlagsError::Identifier(_))),
+                "{argv:?}: {refused:?}"
+            );
+        }
+        let flags = parse(&["-namespace", "k8s.io", "-id", "c-1.a_b", "delete"]).unwrap();
+        assert_eq!(flags.invocation().unwrap(), Invocation::Delete);
     }
 }

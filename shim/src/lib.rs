@@ -24,6 +24,7 @@
 
 pub mod daemon;
 pub mod flags;
+pub mod identifier;
 pub mod launch;
 pub mod logger;
 pub mod pool;

@@ -100,6 +100,34 @@ fn exec_exit_code_stdio_and_event_order() {
 }
 
 #[test]
+fn ids_that_could_climb_out_of_their_directory_are_invalid_arguments() {
+    wren_tests::require_root!();
+    let mut harness = Harness::new();
+    let task = harness.task("climb", &["sleep", "1000"]);
+    let shim = harness.start_shim(&task);
+    // The container id names runc's state directory, the exec id a pid file in the bundle.
+    let mut climbing = create_request(&harness, &task, None);
+    climbing.id = format!("../{}", task.id);
+    assert_eq!(
+        code_of(shim.client.create(ctx(), &climbing)),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+    shim.client
+        .create(ctx(), &create_request(&harness, &task, None))
+        .unwrap();
+    start(&shim, &task.id, "").unwrap();
+    assert_eq!(
+        code_of(exec(&shim, &task, "../e1", &["true"], None)),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+    kill_task(&shim, &task.id, "", 9).unwrap();
+    assert_eq!(wait(&shim, &task.id, "").unwrap().exit_status, 137);
+    delete(&shim, &task.id, "").unwrap();
+    shutdown(&shim);
+    harness.assert_clean(&shim);
+}
+
+#[test]
 fn exec_after_init_exit_is_failed_precondition() {
     wren_tests::require_root!();
     let mut harness = Harness::new();

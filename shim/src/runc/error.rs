@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use wren_runc_driver::ErrorKind as RuncErrorKind;
+use wren_shim::identifier::InvalidIdentifier;
 use wren_shim::status::{self, Code};
 
 use crate::runc::state::{ExecState, Found, InitState, Op, TransitionError};
@@ -15,6 +16,8 @@ use crate::runc::{mount, options};
 /// Everything a task RPC can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    InvalidId(#[from] InvalidIdentifier),
     #[error("container {id} not created")]
     ContainerNotFound { id: String },
     #[error("container {id} already exists")]
@@ -147,7 +150,8 @@ impl Error {
             Self::Transition { source, .. } => transition_code(source),
             Self::Runc { verb, source } => runc_code(verb, source.kind()),
             Self::Signal { source, .. } if *source == nix::errno::Errno::ESRCH => Code::NotFound,
-            Self::Options { .. }
+            Self::InvalidId(_)
+            | Self::Options { .. }
             | Self::ExecSpecType { .. }
             | Self::ExecSpec { .. }
             | Self::ResourcesType { .. }

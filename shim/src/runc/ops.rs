@@ -13,6 +13,7 @@ use wren_runc_driver::{
     AfterCheckpoint, CheckpointOptions, CriuOptions, ExecOptions, KillScope, ProcessSpec,
     Resources, Stdio as RuncStdio,
 };
+use wren_shim::identifier;
 use wren_shim_protocol::events::{
     TaskExecAdded, TaskExecStarted, TaskPaused, TaskResumed, TaskStart,
 };
@@ -74,6 +75,8 @@ pub fn add_exec(
     stdio: StdioPaths,
     spec: Option<&Any>,
 ) -> Result<(), Error> {
+    // The exec id names a file in the bundle: `<exec id>.pid`.
+    identifier::validate("exec id", exec_id)?;
     container
         .init
         .check(Op::Exec)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
+use wren_shim::identifier;
 use wren_shim::{Reply, RequestContext};
 use wren_shim::{ShutdownReason, TaskService};
 use wren_shim_protocol::task::{
@@ -62,6 +63,8 @@ impl TaskService for RuncRuntime {
         _ctx: &RequestContext,
         request: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
+        // The id names runc's state directory and travels into runc's argv.
+        identifier::validate("container id", &request.id).map_err(Error::from)?;
         let create = CreateRequest {
             mounts: container::rootfs_mounts(&request.rootfs),
             stdio: StdioPaths {
