@@ -13,7 +13,8 @@ const USAGE: &str =
 
   --quick             small sizes for routine runs (minutes, not tens of minutes)
   --only GROUP,...    run only these groups: start, idle (memory, threads, wake-ups, exec and
-                      stats latency), cold, stdout, density
+                      stats latency), direct (exec and stats over ttrpc to the shim alone, no
+                      containerd), cold, stdout, density
   --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME)
   --no-default-shims  drop the defaults: go=/usr/bin/containerd-shim-runc-v2 and
                       wren=<target dir>/containerd-shim-wren-v2
@@ -65,7 +66,7 @@ impl Sizes {
 }
 
 /// The measurement groups `--only` selects from, in the order they run.
-pub const GROUPS: [&str; 5] = ["start", "idle", "cold", "stdout", "density"];
+pub const GROUPS: [&str; 6] = ["start", "idle", "direct", "cold", "stdout", "density"];
 
 /// Whether this is a routine run or the full one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,8 +238,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(config.runs("start") && config.runs("cold"));
-        assert!(!config.runs("idle") && !config.runs("density"));
+        assert!(!config.runs("idle") && !config.runs("direct") && !config.runs("density"));
         assert!(parse(args(&["--only", "start,bogus", "--out", "/tmp/x"])).is_err());
+        let direct = parse(args(&["--only", "direct", "--out", "/tmp/x"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(direct.groups, ["direct"]);
     }
 
     #[test]

@@ -81,6 +81,16 @@ impl Floor {
         cmd
     }
 
+    /// `runc exec <id> /bin/true`: the floor of every exec measured through a shim.
+    pub fn exec_true_command(&self, id: &str) -> Command {
+        self.runc(&["exec", id, "/bin/true"])
+    }
+
+    /// `runc events --stats <id>`: the floor of every stats call measured through a shim.
+    pub fn stats_command(&self, id: &str) -> Command {
+        self.runc(&["events", "--stats", id])
+    }
+
     /// Starts a detached `sleep` container `id` (all stdio on /dev/null).
     pub fn start_sleeper(&self, id: &str) -> Result<()> {
         let bundle = self.bundle(id, &["sleep", "86400"])?;

@@ -25,7 +25,7 @@ use cli::Config;
 use containerd::Containerd;
 use floor::Floor;
 use measure::fleet::Fleets;
-use measure::{latency, memory, start, throughput, Bench};
+use measure::{direct, latency, memory, start, throughput, Bench};
 use proc::Interrupt;
 use report::Metric;
 
@@ -109,6 +109,10 @@ fn measure_all(bench: &Bench<'_>, config: &Config) -> Result<Vec<Metric>> {
         metrics.extend(latency::exec(bench, &fleets)?);
         step("stats latency");
         metrics.extend(latency::stats(bench, &fleets)?);
+    }
+    if config.runs("direct") {
+        step("exec and stats latency through the shim alone (ttrpc, no containerd)");
+        metrics.extend(direct::exec_and_stats(bench)?);
     }
     if config.runs("cold") {
         step("cold run latency");

@@ -10,6 +10,7 @@ use wren_tests::unique_id;
 
 use super::fleet::Fleets;
 use super::{fill, fill_failed, millis, Bench, Subject};
+use crate::cli::Shim;
 use crate::proc;
 use crate::report::{Better, Metric, Series, ShimSeries};
 use crate::stats::paired_differences;
@@ -57,11 +58,11 @@ pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
         "ms",
         Better::Lower,
     );
-    let metric = against_floor_sleeper(
+    let metric = against_fleets(
         bench,
         fleets,
         metric,
-        |floor_id| bench.floor.runc(&["exec", floor_id, "/bin/true"]),
+        |floor_id| bench.floor.exec_true_command(floor_id),
         |target| {
             let exec_id = unique_id("x");
             bench
@@ -85,11 +86,11 @@ pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
         "ms",
         Better::Lower,
     );
-    let metric = against_floor_sleeper(
+    let metric = against_fleets(
         bench,
         fleets,
         metric,
-        |floor_id| bench.floor.runc(&["events", "--stats", floor_id]),
+        |floor_id| bench.floor.stats_command(floor_id),
         |target| bench.containerd.ctr(&["task", "metrics", target]),
     )?;
     Ok(vec![metric])
@@ -97,45 +98,55 @@ pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
 
 /// Times `floor` on a sleeper run by runc alone and `through_shim` on the fleets' containers,
 /// interleaved, into `metric`.
-fn against_floor_sleeper(
+fn against_fleets(
     bench: &Bench<'_>,
     fleets: &Fleets<'_>,
-    mut metric: Metric,
+    metric: Metric,
     floor: impl Fn(&str) -> Command,
     through_shim: impl Fn(&str) -> Command,
+) -> Result<Metric> {
+    let shims: Vec<&Shim> = bench
+        .shims
+        .iter()
+        .filter(|s| fleets.of(s).is_some())
+        .collect();
+    let mut metric = against_floor_sleeper(bench, &shims, metric, floor, |shim, round| {
+        timed(&mut through_shim(&fleet_member(fleets, shim, round)?))
+    })?;
+    fill_failed(&mut metric, &fleets.failed);
+    Ok(metric)
+}
+
+/// Times `floor` (a runc command given the id of a sleeper run by runc alone) and
+/// `shim_trial` for each of `shims`, interleaved, into `metric`.
+pub(super) fn against_floor_sleeper<'s>(
+    bench: &Bench<'_>,
+    shims: &[&'s Shim],
+    mut metric: Metric,
+    floor: impl Fn(&str) -> Command,
+    mut shim_trial: impl FnMut(&'s Shim, usize) -> Result<f64>,
 ) -> Result<Metric> {
     let floor_id = unique_id("floor");
     bench
         .floor
         .start_sleeper(&floor_id)
         .context("start floor sleeper")?;
-    let subjects = fleet_subjects(bench, fleets);
-    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, round| {
-        let mut cmd = match subject {
-            Subject::Floor => floor(&floor_id),
-            Subject::Shim(shim) => through_shim(&fleet_member(fleets, shim, round)?),
-        };
-        timed(&mut cmd)
-    });
+    let subjects: Vec<Subject<'s>> = std::iter::once(Subject::Floor)
+        .chain(shims.iter().copied().map(Subject::Shim))
+        .collect();
+    let trial = |subject, round| match subject {
+        Subject::Floor => timed(&mut floor(&floor_id)),
+        Subject::Shim(shim) => shim_trial(shim, round),
+    };
+    let results = bench.warm_then_measure(&subjects, bench.sizes.trials, trial);
     let removed = bench.floor.remove(&floor_id);
     fill(&mut metric, &subjects, results?);
     removed?;
-    fill_failed(&mut metric, &fleets.failed);
     Ok(metric)
 }
 
-/// The floor plus every shim whose fleet is running.
-fn fleet_subjects<'a>(bench: &Bench<'a>, fleets: &Fleets<'a>) -> Vec<Subject<'a>> {
-    let shims = bench
-        .shims
-        .iter()
-        .filter(|s| fleets.of(s).is_some())
-        .map(Subject::Shim);
-    std::iter::once(Subject::Floor).chain(shims).collect()
-}
-
 /// The fleet container a round targets: rounds rotate over the fleet.
-fn fleet_member(fleets: &Fleets<'_>, shim: &crate::cli::Shim, round: usize) -> Result<String> {
+fn fleet_member(fleets: &Fleets<'_>, shim: &Shim, round: usize) -> Result<String> {
     let fleet = fleets.of(shim).context("no fleet")?;
     fleet
         .ids
@@ -144,7 +155,8 @@ fn fleet_member(fleets: &Fleets<'_>, shim: &crate::cli::Shim, round: usize) -> R
         .context("empty fleet")
 }
 
-fn timed(cmd: &mut Command) -> Result<f64> {
+/// Runs `cmd` (stdout discarded) under the deadline; its wall time in ms.
+pub(super) fn timed(cmd: &mut Command) -> Result<f64> {
     Ok(millis(proc::run_timed(
         cmd.stdout(Stdio::null()),
         DEADLINE,
@@ -152,7 +164,7 @@ fn timed(cmd: &mut Command) -> Result<f64> {
 }
 
 /// Per-round `shim - floor` of `metric`, as a metric of its own.
-fn overhead(metric: &Metric, key: &'static str, title: &str) -> Metric {
+pub(super) fn overhead(metric: &Metric, key: &'static str, title: &str) -> Metric {
     let mut out = Metric::new(key, title, metric.unit, Better::Lower);
     let floor = metric.floor.as_ref().filter(|f| f.error.is_none());
     for shim in &metric.shims {

@@ -1,6 +1,7 @@
 //! The measurements. Each takes a [`Bench`] and returns [`Metric`]s; trials across subjects
 //! are interleaved (A B C, C B A, …) so drift on a noisy host hits every subject alike.
 
+pub mod direct;
 pub mod fleet;
 pub mod latency;
 pub mod memory;
