@@ -8,6 +8,7 @@ use wren_tests::{Containerd, Runtime};
 wren_tests::per_runtime!(
     stderr_is_kept_apart_from_stdout,
     stdin_is_piped_to_cat,
+    exec_stdin_eof_reaches_cat,
     hundred_megabytes_arrive_intact
 );
 
@@ -40,6 +41,25 @@ fn stdin_is_piped_to_cat(rt: Runtime) {
         "stdout differs from stdin: {} bytes back",
         output.stdout.len()
     );
+    cd.assert_no_leaks();
+}
+
+/// `echo hi | ctr task exec … cat`: ctr 1.6 sends CloseIO as soon as its stdin ends, which
+/// can be while the shim is still inside the exec's Start; the EOF must reach `cat` anyway.
+fn exec_stdin_eof_reaches_cat(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let id = cd.new_id("xstdin");
+    cd.run_detached(&[], &id, &["sleep", "1000"]);
+    for round in 0..3 {
+        let exec_id = format!("cat{round}");
+        let fifo_dir = cd.fifo_dir().display().to_string();
+        let args = ["task", "exec", "--fifo-dir", &fifo_dir, "--exec-id", &exec_id, &id, "cat"];
+        let mut command = cd.ctr_command(&args);
+        let output = run_with_input(&mut command, b"hi\n", || {}, CTR_DEADLINE);
+        cd.expect_success(&output, "ctr task exec cat");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n");
+    }
+    cd.kill_and_remove(&id);
     cd.assert_no_leaks();
 }
 

@@ -80,6 +80,9 @@ struct Inner {
     pid: u32,
     exit: Option<ExitRecord>,
     io: Option<ProcessIo>,
+    /// CloseIO came before the IO existed (during Start: ctr sends it the moment its own
+    /// stdin ends), so the IO closes its stdin as soon as it is installed.
+    stdin_closed: bool,
     on_exit: ExitCallbacks,
 }
 
@@ -135,7 +138,8 @@ impl Process {
                 pid,
                 exit: None,
                 io,
-                on_exit: ExitCallbacks::default(),
+                stdin_closed: false,
+            on_exit: ExitCallbacks::default(),
             },
             None,
             None,
@@ -149,6 +153,7 @@ impl Process {
             pid: 0,
             exit: None,
             io: None,
+            stdin_closed: false,
             on_exit: ExitCallbacks::default(),
         };
         Self::new(id, Kind::Exec, stdio, inner, Some(spec), Some(pid_file))
@@ -225,9 +230,14 @@ impl Process {
     }
 
     /// An exec started: its pid and IO, and Running (unless it already exited).
-    pub fn started(&self, pid: u32, io: Option<ProcessIo>) {
+    pub fn started(&self, pid: u32, mut io: Option<ProcessIo>) {
         let mut inner = self.lock();
         inner.pid = pid;
+        if inner.stdin_closed {
+            if let Some(io) = &mut io {
+                io.close_stdin();
+            }
+        }
         inner.io = io;
         if let Ok(next) = inner.state.after(Op::Start) {
             inner.state = next;
@@ -307,6 +317,16 @@ impl Process {
     /// Runs `f` on the IO, if the process has any.
     pub fn with_io<T>(&self, f: impl FnOnce(&mut ProcessIo) -> T) -> Option<T> {
         self.lock().io.as_mut().map(f)
+    }
+
+    /// CloseIO: the client's EOF on stdin becomes the process's, now or, if the IO is not
+    /// installed yet, the moment it is.
+    pub fn close_stdin(&self) {
+        let mut inner = self.lock();
+        inner.stdin_closed = true;
+        if let Some(io) = &mut inner.io {
+            io.close_stdin();
+        }
     }
 
     /// Takes the IO out, to close it outside the lock.

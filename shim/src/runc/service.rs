@@ -194,7 +194,7 @@ impl TaskService for RuncRuntime {
     fn close_io(&self, _ctx: &RequestContext, request: CloseIORequest) -> ttrpc::Result<Empty> {
         let container = self.container(&request.id)?;
         let process = container.process(&request.exec_id)?;
-        process.with_io(wren_io::ProcessIo::close_stdin);
+        process.close_stdin();
         Ok(Empty::new())
     }
 
