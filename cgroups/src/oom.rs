@@ -178,10 +178,10 @@ impl OomWatcher {
             tokens: HashMap::new(),
             descriptors: HashMap::new(),
             next_token: FIRST_WATCH_TOKEN,
-            reader: FileReader::new(),
         };
         let thread = std::thread::Builder::new()
             .name("oom".into())
+            .stack_size(STACK_SIZE)
             .spawn(move || worker.run())
             .map_err(OomError::SpawnThread)?;
         Ok(Self {
@@ -243,6 +243,9 @@ impl Drop for OomWatcher {
 const WAKE_TOKEN: u64 = 0;
 const INOTIFY_TOKEN: u64 = 1;
 const FIRST_WATCH_TOKEN: u64 = 2;
+/// Stack of the `oom` thread, which lives as long as the watcher: it reads small files into
+/// a heap buffer and hands events on (under 16 KiB used), so the default 2 MiB is waste.
+const STACK_SIZE: usize = 128 * 1024;
 
 fn readable(token: u64) -> EpollEvent {
     EpollEvent::new(
@@ -282,7 +285,6 @@ struct Worker {
     tokens: HashMap<String, u64>,
     descriptors: HashMap<WatchDescriptor, u64>,
     next_token: u64,
-    reader: FileReader,
 }
 
 /// What to do after handling commands.
@@ -356,7 +358,7 @@ impl Worker {
             ),
         };
         // Baseline before arming: a kill between the two is then seen as a rise.
-        let baseline = read_kills(&mut self.reader, &source, &dir)
+        let baseline = read_kills(&source, &dir)
             .map_err(OomError::ReadCounter)?
             .ok_or_else(|| OomError::MissingCounter {
                 path: dir.join(counter_file(&source)),
@@ -533,7 +535,7 @@ impl Worker {
         let Some(watch) = self.watches.get_mut(&token) else {
             return Flush::NoOom;
         };
-        let kills = match read_kills(&mut self.reader, &watch.source, &watch.dir) {
+        let kills = match read_kills(&watch.source, &watch.dir) {
             Ok(Some(kills)) => kills,
             // The cgroup is gone, and its counter with it.
             Ok(None) => return Flush::NoOom,
@@ -581,14 +583,18 @@ fn counter_file(source: &Source) -> &'static str {
     }
 }
 
-fn read_kills(
-    reader: &mut FileReader,
-    source: &Source,
-    dir: &Path,
-) -> Result<Option<u64>, StatsError> {
+/// Reads the kill counter. The reader (a 4 KiB buffer) lives only for this read: the
+/// counter is read at watch, unwatch and on notifications, rarely enough that keeping the
+/// buffer for the shim's whole life would cost more than allocating it each time.
+fn read_kills(source: &Source, dir: &Path) -> Result<Option<u64>, StatsError> {
+    let mut reader = FileReader::new();
     Ok(match source {
-        Source::V1 { .. } => v1::read_oom_control(reader, dir)?.map(|control| control.oom_kill),
-        Source::V2 { .. } => v2::read_memory_events(reader, dir)?.map(|events| events.oom_kill),
+        Source::V1 { .. } => {
+            v1::read_oom_control(&mut reader, dir)?.map(|control| control.oom_kill)
+        }
+        Source::V2 { .. } => {
+            v2::read_memory_events(&mut reader, dir)?.map(|events| events.oom_kill)
+        }
     })
 }
 

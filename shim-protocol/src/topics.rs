@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use protobuf::MessageFull;
 
-use crate::any::{pack, AnyError};
+use crate::any::{full_name, pack, AnyError};
 use crate::events::{
     TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM,
     TaskPaused, TaskResumed, TaskStart,
@@ -53,7 +53,7 @@ macro_rules! task_events {
         /// The topic of a task event given its full proto name
         /// (`containerd.events.TaskExit` → `/tasks/exit`); `None` for anything else.
         pub fn topic_for(event_full_name: &str) -> Option<&'static str> {
-            $(if event_full_name == $event::descriptor().full_name() {
+            $(if event_full_name == full_name::<$event>() {
                 return Some($topic);
             })*
             None

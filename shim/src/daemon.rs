@@ -1,14 +1,14 @@
 //! The long-lived daemon: set up the process, serve until shutdown.
 //!
 //! The main thread runs one epoll loop over the listener, the client connections, the
-//! signal pipes (SIGCHLD reaps here) and the shutdown trigger. Everything else runs on
-//! threads that exist only while they have work: "rpc" workers for requests and the
-//! "publisher" for events. On shutdown it stops accepting, flushes the events and removes
-//! the socket.
+//! signal pipes (SIGCHLD reaps here), the shutdown trigger and the threads that ended
+//! (joined here, see [`transient`]). Everything else runs on threads that exist only while
+//! they have work: "rpc" workers for requests and the "publisher" for events. On shutdown
+//! it stops accepting, flushes the events and removes the socket.
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use nix::sys::socket::{getsockname, UnixAddr};
 use crate::flags::Flags;
 use crate::launch::LISTENER_FD;
 use crate::logger::{StderrLogger, Verbosity};
+use crate::memory;
 use crate::pool::WorkerPool;
 use crate::publisher::Publisher;
 use crate::reaper::Monitor;
@@ -32,6 +33,7 @@ use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 use crate::signals::{self, SignalPipes};
 use crate::socket::{address_path, claim, Claim};
 use crate::start_input::StartInput;
+use crate::transient;
 
 /// How long shutdown waits for queued events to reach containerd.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,7 @@ const LISTENER_TOKEN: u64 = 0;
 const CHILD_SIGNAL_TOKEN: u64 = 1;
 const TERMINATE_SIGNAL_TOKEN: u64 = 2;
 const SHUTDOWN_TOKEN: u64 = 3;
+const ENDED_THREADS_TOKEN: u64 = 4;
 const FIRST_CONNECTION_TOKEN: u64 = 16;
 
 /// Errors that keep the daemon from serving.
@@ -116,10 +119,14 @@ struct Listener {
 /// # Errors
 /// Any setup failure; once serving, only shutdown ends it.
 pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
+    // Both before any thread exists: the first changes the environment, the second tunes
+    // malloc for the whole process.
+    memory::restore_environment();
+    memory::tune();
+    let ended_threads = transient::install_reaper().map_err(DaemonError::MainLoop)?;
     // Before any child exists, so that no exit can be missed.
     let signals = SignalPipes::install().map_err(DaemonError::Signals)?;
     nix::sys::prctl::set_child_subreaper(true).map_err(DaemonError::Subreaper)?;
-    limit_malloc_arenas();
     let stdin = read_options_pipe();
     redirect_stdio()?;
     let verbosity = if flags.debug {
@@ -133,6 +140,8 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         log::warn!("ignoring undecodable runtime options: {error}");
         StartInput::Empty
     });
+    // Decoded: the bytes need not live as long as the daemon.
+    drop(stdin);
 
     let monitor = Monitor::new();
     let shutdown = ShutdownTrigger::new().map_err(DaemonError::MainLoop)?;
@@ -165,7 +174,7 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         .map_err(DaemonError::Serve)?;
     log::info!("serving {} as {}", R::NAME, flags.id);
 
-    let reason = run_main_loop(server, &signals, &monitor, &shutdown)?;
+    let reason = run_main_loop(server, &signals, &monitor, &shutdown, ended_threads)?;
     shut_down(
         reason,
         &publisher,
@@ -177,11 +186,13 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
 
 /// Serves until the shutdown trigger fires; returns why. Dropping the server on return
 /// stops accepting; replies in flight keep their own handle on their connection.
+/// `ended_threads` is the [`transient`] reaper's descriptor.
 fn run_main_loop(
     mut server: Server,
     signals: &SignalPipes,
     monitor: &Monitor,
     shutdown: &ShutdownTrigger,
+    ended_threads: BorrowedFd<'_>,
 ) -> Result<ShutdownReason, DaemonError> {
     let main_loop_error = |errno: nix::Error| DaemonError::MainLoop(errno.into());
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(main_loop_error)?;
@@ -191,6 +202,7 @@ fn run_main_loop(
         .and_then(|()| epoll.add(&signals.child, readable(CHILD_SIGNAL_TOKEN)))
         .and_then(|()| epoll.add(&signals.terminate, readable(TERMINATE_SIGNAL_TOKEN)))
         .and_then(|()| epoll.add(shutdown.fd(), readable(SHUTDOWN_TOKEN)))
+        .and_then(|()| epoll.add(ended_threads, readable(ENDED_THREADS_TOKEN)))
         .map_err(main_loop_error)?;
     // Children that exited before the handler existed would otherwise wait for the next one.
     monitor.reap();
@@ -214,6 +226,7 @@ fn run_main_loop(
                     shutdown.trigger(ShutdownReason::Signal);
                 }
                 SHUTDOWN_TOKEN => {}
+                ENDED_THREADS_TOKEN => transient::reap(),
                 token => server.read(&epoll, token),
             }
         }
@@ -243,26 +256,23 @@ fn shut_down<S: TaskService>(
     }
 }
 
-/// One malloc arena for the whole process: glibc otherwise gives each thread that allocates
-/// its own, and their retained pages are most of an idle shim's heap.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX with a positive value is
-    // always valid, and it runs before the daemon starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// The options `start` passes through a pipe on stdin; nothing when stdin is not a pipe
 /// (a daemon started by hand).
+///
+/// Read through a duplicate of fd 0, not `io::stdin()`: std's stdin keeps an 8 KiB buffer
+/// for the life of the process once used.
 fn read_options_pipe() -> Vec<u8> {
     let mut bytes = Vec::new();
-    let stdin = io::stdin();
-    let is_pipe = nix::sys::stat::fstat(stdin.as_raw_fd())
+    let is_pipe = nix::sys::stat::fstat(libc::STDIN_FILENO)
         .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFIFO);
-    if is_pipe {
-        // A short read only loses options that Create carries again.
-        let _ = stdin.lock().read_to_end(&mut bytes);
+    if !is_pipe {
+        return bytes;
+    }
+    // A failed dup or a short read only loses options that Create carries again.
+    if let Ok(fd) = nix::unistd::dup(libc::STDIN_FILENO) {
+        // SAFETY: dup just returned this descriptor; nothing else owns it.
+        let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let _ = pipe.read_to_end(&mut bytes);
     }
     bytes
 }

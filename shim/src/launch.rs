@@ -168,6 +168,8 @@ impl DaemonLaunch<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
+        let (tunables, value) = crate::memory::daemon_tunables();
+        command.env(tunables, value);
         if flags.debug || self.input.wants_debug() {
             command.arg("-debug");
         }

@@ -27,6 +27,7 @@ pub mod flags;
 pub mod identifier;
 pub mod launch;
 pub mod logger;
+mod memory;
 pub mod pool;
 pub mod publisher;
 pub mod reaper;
@@ -37,6 +38,7 @@ pub mod signals;
 pub mod socket;
 pub mod start_input;
 pub mod status;
+pub mod transient;
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;

@@ -6,17 +6,18 @@
 //! - [`WorkerPool`] runs independent jobs concurrently (the RPC handlers), up to a bound;
 //! - [`SerialQueue`] hands items, in order, to one handler that keeps its state between
 //!   threads (the event publisher, a runtime's exit dispatcher).
+//!
+//! Their threads start through [`crate::transient::spawn`], which cleans up after a burst.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::transient;
+
 /// How long a thread waits for more work before it ends.
 pub const IDLE_EXIT: Duration = Duration::from_secs(1);
-
-/// Stack size of pool threads: handlers run runc and encode protobufs, nothing deep.
-const STACK_SIZE: usize = 256 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -89,11 +90,7 @@ impl WorkerPool {
 
     fn spawn_worker(&self) -> io::Result<()> {
         let shared = Arc::clone(&self.shared);
-        std::thread::Builder::new()
-            .name(self.shared.name.into())
-            .stack_size(STACK_SIZE)
-            .spawn(move || shared.work_until_idle())
-            .map(drop)
+        transient::spawn(self.shared.name, move || shared.work_until_idle())
     }
 }
 
@@ -122,21 +119,12 @@ impl PoolShared {
             if timeout.timed_out() && state.jobs.is_empty() {
                 state.threads -= 1;
                 if state.threads == 0 {
-                    drop(state);
-                    release_free_heap();
+                    // The queue's buffer would otherwise keep the size of the longest burst.
+                    state.jobs = VecDeque::new();
                 }
                 return;
             }
         }
-    }
-}
-
-/// Hands the heap freed by a burst of work back to the kernel: glibc keeps freed pages
-/// below its trim threshold, and an idle shim should not carry its busiest moment.
-fn release_free_heap() {
-    // SAFETY: malloc_trim only returns unused memory to the kernel; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -205,10 +193,7 @@ impl<T: Send + 'static> SerialQueue<T> {
         state.running = true;
         drop(state);
         let shared = Arc::clone(&self.shared);
-        let spawned = std::thread::Builder::new()
-            .name(self.shared.name.into())
-            .stack_size(STACK_SIZE)
-            .spawn(move || shared.drain_until_idle());
+        let spawned = transient::spawn(self.shared.name, move || shared.drain_until_idle());
         if let Err(error) = spawned {
             // The item stays queued; the next push tries again.
             log::error!("failed to start the {} thread: {error}", self.shared.name);
@@ -265,6 +250,8 @@ impl<T> QueueShared<T> {
             state = next;
             if timeout.timed_out() && state.items.is_empty() {
                 state.running = false;
+                // The queue's buffer would otherwise keep the size of the longest burst.
+                state.items = VecDeque::new();
                 return;
             }
         }

@@ -424,12 +424,10 @@ pub fn wait_then(process: &Arc<Process>, answer: impl FnOnce(Option<ExitRecord>)
         if process.drain().is_none_or(|drain| drain.is_drained()) {
             return answer(Some(exit));
         }
-        let waited = std::thread::Builder::new()
-            .name("wait-output".into())
-            .spawn(move || {
-                wait_drained(&process);
-                answer(Some(exit));
-            });
+        let waited = wren_shim::transient::spawn("wait-output", move || {
+            wait_drained(&process);
+            answer(Some(exit));
+        });
         if let Err(error) = waited {
             // The reply went with the closure; dropping it answers with an error.
             log::error!("failed to start a thread to wait for output: {error}");

@@ -14,8 +14,10 @@ use ttrpc::proto::{MessageHeader, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX};
 
 use super::reply::ConnectionWriter;
 
-/// Bytes read per `recv`, on the main thread's stack: most requests fit in one.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read per `recv`, on the main thread's stack: most requests fit in one (a Create
+/// is about 1 KiB), larger ones take a few. Every page of it is a page of the main thread's
+/// stack that stays resident for the shim's life, so it is kept small.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// One frame taken off the wire.
 #[derive(Debug)]
@@ -127,6 +129,11 @@ impl Connection {
             frames.push(Frame::Complete { header, body });
         }
         self.buffer.drain(..consumed);
+        if self.buffer.is_empty() {
+            // Between requests a connection holds no memory: the buffer would otherwise keep
+            // the capacity of the largest read for as long as the client stays connected.
+            self.buffer = Vec::new();
+        }
         frames
     }
 }
