@@ -53,7 +53,16 @@ fn exec_stdin_eof_reaches_cat(rt: Runtime) {
     for round in 0..3 {
         let exec_id = format!("cat{round}");
         let fifo_dir = cd.fifo_dir().display().to_string();
-        let args = ["task", "exec", "--fifo-dir", &fifo_dir, "--exec-id", &exec_id, &id, "cat"];
+        let args = [
+            "task",
+            "exec",
+            "--fifo-dir",
+            &fifo_dir,
+            "--exec-id",
+            &exec_id,
+            &id,
+            "cat",
+        ];
         let mut command = cd.ctr_command(&args);
         let output = run_with_input(&mut command, b"hi\n", || {}, CTR_DEADLINE);
         cd.expect_success(&output, "ctr task exec cat");

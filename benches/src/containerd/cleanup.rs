@@ -28,7 +28,7 @@ impl Containerd {
         self.stop_daemon();
         self.kill_leftover_shims();
         let runc_root = Path::new(RUNC_ROOT).join(&self.namespace);
-        for id in dir_names(&runc_root) {
+        for id in sys::dir_names(&runc_root) {
             let _ = Command::new("runc")
                 .arg("--root")
                 .arg(&runc_root)
@@ -83,13 +83,13 @@ impl Containerd {
             .join("state/io.containerd.runtime.v2.task")
             .join(&self.namespace);
         let scratch = self.dir.path().join("scratch");
-        let mut dirs: Vec<PathBuf> = dir_names(&bundles)
+        let mut dirs: Vec<PathBuf> = sys::dir_names(&bundles)
             .iter()
             .map(|id| bundles.join(id))
             .collect();
-        for sub in dir_names(&scratch) {
+        for sub in sys::dir_names(&scratch) {
             dirs.extend(
-                dir_names(&scratch.join(&sub))
+                sys::dir_names(&scratch.join(&sub))
                     .iter()
                     .map(|id| scratch.join(&sub).join(id)),
             );
@@ -116,20 +116,11 @@ impl Containerd {
 /// Removes `<controller>/<namespace>/*` and `<controller>/<namespace>` cgroup dirs (empty by
 /// now: their processes are dead), on every hierarchy.
 pub fn remove_cgroups(namespace: &str) {
-    for controller in dir_names(Path::new(CGROUP_ROOT)) {
+    for controller in sys::dir_names(Path::new(CGROUP_ROOT)) {
         let ns_dir = Path::new(CGROUP_ROOT).join(controller).join(namespace);
-        for child in dir_names(&ns_dir) {
+        for child in sys::dir_names(&ns_dir) {
             let _ = fs::remove_dir(ns_dir.join(child));
         }
         let _ = fs::remove_dir(&ns_dir);
     }
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect()
 }

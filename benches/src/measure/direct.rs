@@ -189,7 +189,7 @@ impl Drop for Sleepers<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let root = self.runc_root.join(&self.namespace);
-        for id in dir_names(&root) {
+        for id in sys::dir_names(&root) {
             let mut cmd = Command::new("runc");
             cmd.arg("--root")
                 .arg(&root)
@@ -198,7 +198,7 @@ impl Drop for Sleepers<'_> {
                 eprintln!("cleanup: runc delete {id}: {err:#}");
             }
         }
-        for id in dir_names(&self.dir) {
+        for id in sys::dir_names(&self.dir) {
             let Ok(text) = fs::read_to_string(self.dir.join(id).join("address")) else {
                 continue;
             };
@@ -416,13 +416,4 @@ fn with_log(err: anyhow::Error, log: &Path) -> anyhow::Error {
     } else {
         anyhow!("{err:#} (shim log: {tail})")
     }
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect()
 }

@@ -139,7 +139,7 @@ impl Process {
                 exit: None,
                 io,
                 stdin_closed: false,
-            on_exit: ExitCallbacks::default(),
+                on_exit: ExitCallbacks::default(),
             },
             None,
             None,
