@@ -9,7 +9,7 @@
 # shim resolves no users or hosts, so static glibc's NSS limits do not apply.
 #
 # The flags need an explicit --target: with it, cargo keeps them away from build scripts and
-# proc-macros, which cannot be static. Binaries land in target/<host triple>/release/.
+# proc-macros, which cannot be static. Binaries land in <target dir>/<host triple>/release/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -19,4 +19,6 @@ if [[ "$host" == *-linux-gnu ]]; then
     export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static"
 fi
 cargo build --release --target "$host" --bins -q >&2
-echo "$PWD/target/$host/release"
+# Wherever cargo puts its target dir (CARGO_TARGET_DIR, build.target-dir, ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+echo "$target_dir/$host/release"
