@@ -42,7 +42,7 @@ pub enum FlagsError {
     /// `-namespace` or `-id` breaks containerd's identifier rule; both name files and the
     /// runtime's state, so no action runs without them.
     #[error(transparent)]
-    Identifier(#[from] crate::identifier::InvalidIdentifier),
+    Identifier(#[from] identifier::InvalidIdentifier),
     /// An action other than `start` or `delete`.
     #[error("unknown action {action:?}")]
     UnknownAction {

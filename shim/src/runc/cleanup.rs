@@ -7,7 +7,7 @@ use std::sync::Arc;
 use protobuf::well_known_types::any::Any;
 use protobuf::MessageField;
 use wren_runc_driver::{DeleteMode, Runc, RuncConfig, StdMonitor};
-use wren_shim::CleanupContext;
+use wren_shim::{identifier, CleanupContext};
 use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
 use crate::runc::container::runc_for;
@@ -90,13 +90,13 @@ pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
 
 /// The runtime's state directory of the task when it provably does not exist, the one case
 /// where `delete --force` could only answer "container does not exist". Whatever is there,
-/// even a dangling symlink, is the runtime's to judge; so is an id or namespace that is not a
-/// plain name (it comes from the command line, and is only joined into a path once checked).
+/// even a dangling symlink, is the runtime's to judge. The framework has refused a bad
+/// `-namespace` or `-id` already; the check here keeps this function safe on its own.
 fn missing_state_dir(context: &CleanupContext, options: &RuntimeOptions) -> Option<PathBuf> {
     let runtime = Path::new(options.binary()).file_name()?.to_str()?;
     if !STATE_DIR_RUNTIMES.contains(&runtime)
-        || !is_plain_name(&context.namespace)
-        || !is_plain_name(&context.id)
+        || identifier::validate("namespace", &context.namespace).is_err()
+        || identifier::validate("id", &context.id).is_err()
     {
         return None;
     }
@@ -105,17 +105,6 @@ fn missing_state_dir(context: &CleanupContext, options: &RuntimeOptions) -> Opti
         Err(err) if err.kind() == io::ErrorKind::NotFound => Some(dir),
         _ => None,
     }
-}
-
-/// One path component that names itself: letters, digits and `._-`, not `.` or `..`
-/// (containerd's identifiers are a subset).
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `-info`: name, version, the options echoed, and the runtime's `features` JSON as is.
@@ -145,16 +134,6 @@ pub fn info(name: &str, version: &str, options: Option<&Any>) -> Result<RuntimeI
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_plain_names_are_joined_into_the_state_path() {
-        for name in ["c1", "k8s.io", "a_b-c.d", "..."] {
-            assert!(is_plain_name(name), "{name}");
-        }
-        for name in ["", ".", "..", "a/b", "../x", "/abs", "a b", "a\0b", "é"] {
-            assert!(!is_plain_name(name), "{name:?}");
-        }
-    }
 
     #[test]
     fn only_a_provably_missing_state_dir_skips_the_runtime() {
