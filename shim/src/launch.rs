@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::flags::Flags;
+use crate::memory;
 use crate::runtime::Runtime;
 use crate::socket::{claim, socket_address, socket_path, Claim, SocketError, DEFAULT_SOCKET_DIR};
 use crate::start_input::{read_spec, StartInput, StartInputError};
@@ -168,8 +169,7 @@ impl DaemonLaunch<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        let (tunables, value) = crate::memory::daemon_tunables();
-        command.env(tunables, value);
+        command.env(memory::TUNABLES_VARIABLE, memory::daemon_tunables());
         if flags.debug || self.input.wants_debug() {
             command.arg("-debug");
         }

@@ -30,15 +30,15 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// The variable glibc reads its tunables from.
-const TUNABLES_VARIABLE: &str = "GLIBC_TUNABLES";
+pub(crate) const TUNABLES_VARIABLE: &str = "GLIBC_TUNABLES";
 /// What `start` puts in front of any tunables it was given (later entries win, so the
 /// administrator's own settings still apply).
 const DAEMON_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.pthread.stack_cache_size=0";
 
 /// The `GLIBC_TUNABLES` value for the daemon `start` is about to spawn: ours in front of
 /// any already set (later entries win, so an administrator's settings still apply).
-pub(crate) fn daemon_tunables() -> (&'static str, OsString) {
-    let value = match std::env::var_os(TUNABLES_VARIABLE) {
+pub(crate) fn daemon_tunables() -> OsString {
+    match std::env::var_os(TUNABLES_VARIABLE) {
         None => OsString::from(DAEMON_TUNABLES),
         // Already ours (a start run by a daemon that kept them): do not stack them twice.
         Some(given) if strip_daemon_tunables(&given).is_some() => given,
@@ -48,8 +48,7 @@ pub(crate) fn daemon_tunables() -> (&'static str, OsString) {
             value.push(given);
             value
         }
-    };
-    (TUNABLES_VARIABLE, value)
+    }
 }
 
 /// Undoes [`daemon_tunables`] in the daemon, whose allocator has read them already,
