@@ -24,8 +24,11 @@ const WORKLOAD: &[&str] = &[
 /// absolute slack): the same workload's counters vary with the machine's load, but a field fed
 /// from the wrong file or in the wrong unit is off by orders of magnitude.
 const DRIFT_FACTOR: u64 = 4;
-/// The absolute slack for CPU time (ns): the 10 ms tick `cpuacct.stat` counts user/system in.
+/// The absolute slack for CPU time (ns on cgroup v1): the 10 ms tick `cpuacct.stat` counts
+/// user/system in.
 const CPU_SLACK_NS: u64 = 30_000_000;
+/// The CPU time the loop takes at the least (ns).
+const LOOP_CPU_NS: u64 = 150_000_000;
 /// The absolute slack for byte and event counters of a sleeping shell.
 const COUNTER_SLACK: u64 = 1024 * 1024;
 
@@ -44,14 +47,37 @@ fn metrics_match_the_go_shim_field_for_field() {
         );
     }
     // The work itself: both runs spent the CPU time of the loop.
-    let total = |metrics: &Value| number(metrics, "/cpu/usage/total");
+    let total = |metrics: &Value| number(metrics, cpu_total().path);
+    let least = LOOP_CPU_NS / cpu_total().ns_per_unit;
     assert!(
-        total(&go) > 150_000_000 && total(&wren) > 150_000_000,
-        "the loop ran: go {} ns, wren {} ns",
+        total(&go) > least && total(&wren) > least,
+        "the loop ran: go {}, wren {} ({})",
         total(&go),
-        total(&wren)
+        total(&wren),
+        cpu_total().path
     );
     assert_eq!(number(&wren, "/pids/current"), 1);
+}
+
+/// Where the metrics keep a cgroup's total CPU time, and in what unit.
+struct CpuTotal {
+    path: &'static str,
+    ns_per_unit: u64,
+}
+
+/// v1 `Metrics` carry `cpu.usage.total` in nanoseconds, v2 `Metrics` `cpu.usage_usec`.
+fn cpu_total() -> CpuTotal {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        CpuTotal {
+            path: "/cpu/usage_usec",
+            ns_per_unit: 1_000,
+        }
+    } else {
+        CpuTotal {
+            path: "/cpu/usage/total",
+            ns_per_unit: 1,
+        }
+    }
 }
 
 /// Whether two readings of `path` from the same workload agree.
@@ -60,7 +86,7 @@ fn within_drift(path: &str, a: u64, b: u64) -> bool {
         return a == b;
     }
     let slack = if path.starts_with("/cpu") {
-        CPU_SLACK_NS
+        CPU_SLACK_NS / cpu_total().ns_per_unit
     } else {
         COUNTER_SLACK
     };
@@ -82,7 +108,8 @@ fn metrics_of(runtime: Runtime) -> Value {
     let metrics = loop {
         std::thread::sleep(Duration::from_millis(300));
         let now = read();
-        let settled = number(&now, "/cpu/usage/total") == number(&last, "/cpu/usage/total");
+        let cpu = cpu_total().path;
+        let settled = number(&now, cpu) == number(&last, cpu);
         assert!(Instant::now() < deadline, "cpu time never settled: {now}");
         if settled {
             break now;

@@ -29,13 +29,13 @@ mod update;
 
 use binary_name::{crun_as_binary_name, wrapper_script_as_binary_name};
 use control::{
-    checkpoint_leaves_task_running, oom_is_published_once_before_exit,
+    checkpoint_leaves_task_running, oom_after_execs_come_and_go, oom_is_published_once_before_exit,
     pause_and_resume_publish_events,
 };
 use exec::{duplicate_exec_id_is_rejected, ended_exec_is_removed, exec_after_init_exit_fails};
 use logging::{binary_logger_receives_both_streams, file_log_uri_receives_output};
 use terminal::{exec_tty_is_interactive, run_tty_is_interactive};
-use update::memory_limit_update_reaches_the_cgroup;
+use update::{cpu_update_reaches_the_cgroup, memory_limit_update_reaches_the_cgroup};
 use wren_tests::Runtime;
 
 wren_tests::per_runtime!(
@@ -46,7 +46,9 @@ wren_tests::per_runtime!(
     exec_tty_is_interactive,
     pause_and_resume_publish_events,
     memory_limit_update_reaches_the_cgroup,
+    cpu_update_reaches_the_cgroup,
     oom_is_published_once_before_exit,
+    oom_after_execs_come_and_go,
     checkpoint_leaves_task_running,
     binary_logger_receives_both_streams,
     file_log_uri_receives_output,

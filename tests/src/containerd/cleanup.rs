@@ -195,13 +195,17 @@ impl Containerd {
             .collect()
     }
 
-    /// `<controller>/<namespace>` or `<controller>/<namespace>/<id>` cgroup dirs that exist.
+    /// `<controller>/<namespace>` or `<controller>/<namespace>/<id>` cgroup dirs that exist
+    /// (`<namespace>` and `<namespace>/<id>` on a unified host).
     /// `ctr` puts containers at cgroupsPath `/<namespace>/<id>`.
     fn cgroup_dirs(&self, level: CgroupLevel) -> Vec<String> {
-        let controllers = dir_names(Path::new(CGROUP_ROOT));
-        let namespace_dirs = controllers
-            .iter()
-            .map(|c| Path::new(CGROUP_ROOT).join(c).join(self.namespace()));
+        let root = Path::new(CGROUP_ROOT);
+        let hierarchies: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+            vec![root.to_path_buf()]
+        } else {
+            dir_names(root).iter().map(|c| root.join(c)).collect()
+        };
+        let namespace_dirs = hierarchies.iter().map(|h| h.join(self.namespace()));
         let dirs: Vec<PathBuf> = match level {
             CgroupLevel::Namespace => namespace_dirs.filter(|d| d.is_dir()).collect(),
             CgroupLevel::Containers => namespace_dirs

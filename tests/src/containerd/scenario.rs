@@ -75,6 +75,8 @@ impl Containerd {
             "PATH=/bin",
         ];
         args.extend(["--fifo-dir", &fifo_dir]);
+        let lane_flags = self.oci_runtime_flags(id);
+        args.extend(lane_flags.iter().map(String::as_str));
         args.extend(flags);
         args.extend(["--rootfs", &rootfs, id]);
         args.extend(cmd);
@@ -102,16 +104,10 @@ impl Containerd {
     pub fn run_spec_detached(&self, id: &str, args: &[&str], options: &SpecOptions) {
         let spec_path = self.write_spec(id, args, options);
         let spec = spec_path.display().to_string();
-        let run = [
-            "run",
-            "-d",
-            "--null-io",
-            "--runtime",
-            self.runtime().name(),
-            "--config",
-            &spec,
-            id,
-        ];
+        let lane_flags = self.oci_runtime_flags(id);
+        let mut run = vec!["run", "-d", "--null-io", "--runtime", self.runtime().name()];
+        run.extend(lane_flags.iter().map(String::as_str));
+        run.extend(["--config", &spec, id]);
         self.ctr_ok(&run);
         self.wait_for_status(id, "RUNNING");
     }
@@ -136,6 +132,17 @@ impl Containerd {
         )
         .expect("write spec");
         path
+    }
+
+    /// The `ctr run` flags that select the OCI runtime a test lane asked for with
+    /// `WREN_TESTS_OCI_RUNTIME` (the cgroup v2 VM lane runs its scenarios again with crun);
+    /// none when it is unset, so the shim runs its default, runc. A scenario's own
+    /// [`Containerd::binary_name_flags`] come later on the command line and win.
+    pub fn oci_runtime_flags(&self, id: &str) -> Vec<String> {
+        match std::env::var("WREN_TESTS_OCI_RUNTIME") {
+            Ok(binary) if !binary.is_empty() => self.binary_name_flags(id, &binary),
+            _ => Vec::new(),
+        }
     }
 
     /// `ctr run` flags that make the shim run `binary` in place of runc (runc's `BinaryName`).

@@ -212,10 +212,12 @@ impl CriContainerd {
             )
             .replace("@RUNC_ROOT@", &self.runc_root().display().to_string())
             .replace("@WREN_OPTIONS@", &self.wren_options().display().to_string())
+            .replace("@OCI_RUNTIME@", &oci_runtime())
             .replace("@PAUSE_IMAGE@", PAUSE_IMAGE);
         fs::write(self.dir.path().join("config.toml"), config).expect("write containerd config");
         let wren_options = format!(
-            "SystemdCgroup = false\nBinaryName = \"runc\"\nRoot = \"{}\"\n",
+            "SystemdCgroup = false\nBinaryName = \"{}\"\nRoot = \"{}\"\n",
+            oci_runtime(),
             self.runc_root().display()
         );
         fs::write(self.wren_options(), wren_options).expect("write wren runtime options");
@@ -296,4 +298,13 @@ impl Drop for CriContainerd {
         self.stop();
         self.remove_leftovers();
     }
+}
+
+/// The OCI runtime both handlers run (their options' `BinaryName`): runc, or the one a test
+/// lane asks for with `WREN_TESTS_OCI_RUNTIME` (the cgroup v2 VM lane runs crun too).
+fn oci_runtime() -> String {
+    std::env::var("WREN_TESTS_OCI_RUNTIME")
+        .ok()
+        .filter(|binary| !binary.is_empty())
+        .unwrap_or_else(|| "runc".to_owned())
 }

@@ -7,6 +7,7 @@ use wren_tests::containerd::{output_text, run_with_deadline, CTR_DEADLINE};
 use wren_tests::{Containerd, Runtime};
 
 use crate::cgroup;
+use crate::exec::exec;
 
 /// Pausing freezes the task's cgroup and publishes `/tasks/paused`; resuming thaws it and
 /// publishes `/tasks/resumed`, both between start and exit.
@@ -82,6 +83,42 @@ pub fn oom_is_published_once_before_exit(rt: Runtime) {
         "/tasks/delete",
     ];
     assert_eq!(events.task_topics(&id), expected, "{}", events.raw());
+    cd.assert_no_leaks();
+}
+
+/// The OOM watcher and the stats of a task's cgroup outlive the execs that come and go in it:
+/// after two execs ended, `ctr task metrics` still answers, and when the init then grows past
+/// the limit, exactly one `/tasks/oom` is published, before the init's `/tasks/exit` (137).
+pub fn oom_after_execs_come_and_go(rt: Runtime) {
+    let cd = Containerd::start(rt);
+    let events = cd.events();
+    let id = cd.new_id("oomexec");
+    // SIGUSR1 makes the init (PID 1, which handles it) become a `tail` that grows until the
+    // OOM killer stops it; until then it sleeps.
+    let script = "trap 'exec tail /dev/zero' USR1; while :; do sleep 1; done";
+    cd.run_detached(&["--memory-limit", "16777216"], &id, &["sh", "-c", script]);
+    for (exec_id, cmd) in [("first", ["true"].as_slice()), ("second", &["ls", "/"])] {
+        let output = exec(&cd, exec_id, &id, cmd);
+        assert!(output.status.success(), "{}", output_text(&output));
+    }
+    let metrics = cd.ctr_ok(&["tasks", "metrics", &id]);
+    assert!(metrics.contains(&id), "ctr task metrics: {metrics}");
+
+    let trigger = exec(&cd, "trigger", &id, &["kill", "-USR1", "1"]);
+    assert!(trigger.status.success(), "{}", output_text(&trigger));
+    assert_eq!(events.wait_exit_status(&id), 137, "{}", events.raw());
+    let topics = events.task_topics(&id);
+    let ooms: Vec<usize> = (0..topics.len())
+        .filter(|&i| topics[i] == "/tasks/oom")
+        .collect();
+    let last_exit = topics.iter().rposition(|t| t == "/tasks/exit");
+    assert_eq!(ooms.len(), 1, "exactly one OOM event: {}", events.raw());
+    assert!(
+        Some(ooms[0]) < last_exit,
+        "the OOM event comes before the init's exit: {}",
+        events.raw()
+    );
+    cd.kill_and_remove(&id);
     cd.assert_no_leaks();
 }
 

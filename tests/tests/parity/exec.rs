@@ -24,7 +24,7 @@ pub fn exec_command(
 }
 
 /// Runs an attached exec with stdin closed (bounded by `CTR_DEADLINE`); returns its output.
-fn exec(cd: &Containerd, exec_id: &str, id: &str, cmd: &[&str]) -> Output {
+pub fn exec(cd: &Containerd, exec_id: &str, id: &str, cmd: &[&str]) -> Output {
     let mut command = exec_command(cd, &[], exec_id, id, cmd);
     run_with_deadline(command.stdin(Stdio::null()), CTR_DEADLINE)
 }

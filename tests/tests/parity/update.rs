@@ -67,6 +67,37 @@ pub fn memory_limit_update_reaches_the_cgroup(rt: Runtime) {
     cd.assert_no_leaks();
 }
 
+/// A new CPU quota reaches the task's CPU cgroup (`cpu.max` on v2, the CFS files on v1).
+pub fn cpu_update_reaches_the_cgroup(rt: Runtime) {
+    const QUOTA: u64 = 50_000;
+    const PERIOD: u64 = 100_000;
+    let cd = Containerd::start(rt);
+    let id = cd.new_id("cpuupdate");
+    cd.run_detached(&[], &id, &["sleep", "1000"]);
+    let pid = cd.task_pid(&id).expect("a running task has a pid");
+
+    let resources = serde_json::json!({ "cpu": { "quota": QUOTA, "period": PERIOD } });
+    update_task(&cd, &id, &resources);
+    if cgroup::is_unified() {
+        assert_eq!(
+            cgroup::read(pid, "cpu", "cpu.max"),
+            format!("{QUOTA} {PERIOD}")
+        );
+    } else {
+        assert_eq!(
+            cgroup::read(pid, "cpu", "cpu.cfs_quota_us"),
+            QUOTA.to_string()
+        );
+        assert_eq!(
+            cgroup::read(pid, "cpu", "cpu.cfs_period_us"),
+            PERIOD.to_string()
+        );
+    }
+    assert_eq!(cd.task_status(&id).as_deref(), Some("RUNNING"));
+    cd.kill_and_remove(&id);
+    cd.assert_no_leaks();
+}
+
 /// Sends Tasks/Update for task `id` with `resources` (OCI `LinuxResources` JSON); panics
 /// with containerd's answer if it fails.
 fn update_task(cd: &Containerd, id: &str, resources: &serde_json::Value) {
