@@ -321,7 +321,8 @@ disabled_plugins = [
     }
 
     fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
+        // A cold containerd under emulation (the VM lane) takes far longer than a state change.
+        let deadline = Instant::now() + CTR_DEADLINE;
         loop {
             if self.ctr(&["version"]).status.success() {
                 return;
