@@ -1,5 +1,5 @@
 //! `wren-bench`: wren against containerd's Go shim (and any other shim binary), side by side,
-//! with `runc` alone as the floor. See `--help` and DESIGN.md "Benchmarks".
+//! with `runc` alone as the floor. See `--help` and README.md "Benchmarks".
 //!
 //! One private containerd serves every shim; trials are interleaved across subjects;
 //! results are printed as a markdown table and written as JSON. Timing never decides a test.

@@ -1,6 +1,6 @@
 //! Parsing of the stdio strings that Create and Exec carry.
 //!
-//! The scheme is taken from stdout (PROTOCOL.md §4.1): empty or a plain path means FIFOs,
+//! The scheme is taken from stdout (docs/protocol.md §4.1): empty or a plain path means FIFOs,
 //! `fifo://` likewise, `binary://` and `binary-v2://` start a logging binary, `file://`
 //! appends to a file. Anything else is refused rather than guessed at.
 

@@ -1,6 +1,6 @@
 //! What `<shim> start` prints, and which socket and service that names.
 //!
-//! Shims answer in one of three forms (PROTOCOL.md §1.3): a plain address
+//! Shims answer in one of three forms (docs/protocol.md §1.3): a plain address
 //! (`unix:///run/containerd/s/<hash>`), JSON `{"version":2|3,"address":..,"protocol":"ttrpc"}`
 //! (containerd 1.7 to 2.2), or a binary `BootstrapResult` protobuf (2.3+).
 
@@ -158,7 +158,7 @@ fn resolve(version: i64, address: &str, protocol: &str) -> Result<ShimAddress, A
 pub fn socket_path(address: &str) -> Result<PathBuf, AddressError> {
     let address = address.trim();
     let Some(path) = address.strip_prefix("unix://") else {
-        // containerd's dialer treats a bare address as abstract (PROTOCOL.md §1.5).
+        // containerd's dialer treats a bare address as abstract (docs/protocol.md §1.5).
         if address.contains("://") {
             return Err(AddressError::Scheme {
                 address: address.to_owned(),

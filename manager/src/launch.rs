@@ -1,6 +1,6 @@
 //! Running a shim binary the way containerd does: the `start` and `delete` actions.
 //!
-//! argv, env, cwd and stdin follow PROTOCOL.md §1.3 (containerd 1.7 to 2.2 form, which
+//! argv, env, cwd and stdin follow docs/protocol.md §1.3 (containerd 1.7 to 2.2 form, which
 //! every shim accepts): `<shim> -namespace NS -address ADDR -publish-binary BIN -id ID
 //! [-debug] start`, cwd = bundle, runtime options as a protobuf `Any` on stdin.
 

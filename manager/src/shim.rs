@@ -1,5 +1,5 @@
 //! One running shim: launched (or found again), connected, and torn down like containerd
-//! tears one down (PROTOCOL.md §1.11).
+//! tears one down (docs/protocol.md §1.11).
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -192,7 +192,7 @@ impl Shim {
             .as_ref()
             .is_none_or(|fd| sys::wait_exit(fd, Duration::ZERO).unwrap_or(false));
         if shim_gone {
-            // A SIGKILLed shim leaves its socket behind (PROTOCOL.md §1.5).
+            // A SIGKILLed shim leaves its socket behind (docs/protocol.md §1.5).
             let _ = std::fs::remove_file(&address.socket);
         }
         Teardown {

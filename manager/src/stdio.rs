@@ -1,7 +1,7 @@
 //! Client-side stdio: FIFOs made and opened like containerd's client, and pumps
 //! that move bytes between them and the caller.
 //!
-//! Layout (PROTOCOL.md §4.2): a private `mkdtemp` directory (0700) holding
+//! Layout (docs/protocol.md §4.2): a private `mkdtemp` directory (0700) holding
 //! `<id>-stdin`, `<id>-stdout` and `<id>-stderr`. stdout/stderr are opened
 //! `O_RDONLY|O_NONBLOCK` and stdin write-only before `Create`, so the shim's
 //! own opens never wait for us. With a terminal there is no stderr FIFO.

@@ -1,7 +1,7 @@
 //! The OCI runtime CLI (runc, crun, or any runc-compatible binary) as typed Rust.
 //!
 //! A shim never builds runtime command lines by hand; it calls [`Runc`]. The argv of each
-//! method is the one containerd's Go shim uses (PROTOCOL.md §5.2), and a failed call
+//! method is the one containerd's Go shim uses (docs/protocol.md §5.2), and a failed call
 //! carries the runtime's own last error message from its JSON log (§4.4), classified by
 //! [`Error::kind`] so callers never read message text themselves.
 //!

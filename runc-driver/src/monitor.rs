@@ -2,7 +2,7 @@
 //!
 //! A shim runs one reaper thread that calls `waitpid(-1)`. Any other `wait` on a child
 //! would race it, and a child that exits between `fork` and a late subscription would be
-//! lost (PROTOCOL.md §5.1, §8 #2 and #3). So the driver never waits on its own children:
+//! lost (docs/protocol.md §5.1, §8 #2 and #3). So the driver never waits on its own children:
 //! the caller hands it a [`ProcessMonitor`] that registers interest in the exit *before*
 //! it forks, and the driver blocks on the returned [`ExitWaiter`].
 

@@ -1,5 +1,5 @@
 //! Per-command options, each rendered to the exact flags the Go shim passes
-//! (PROTOCOL.md §5.2).
+//! (docs/protocol.md §5.2).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Extracting the runtime's error message from its JSON log (PROTOCOL.md §4.4).
+//! Extracting the runtime's error message from its JSON log (docs/protocol.md §4.4).
 //!
 //! runc and crun write one JSON object per line (`{"level":"error","msg":"..."}`) to the
 //! `--log` file, and to stderr when no `--log` is given. The message that explains a

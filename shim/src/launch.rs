@@ -1,6 +1,6 @@
 //! The `start` action: claim the socket, spawn the daemon, tell containerd where it listens.
 //!
-//! containerd reads `start`'s combined stdout and stderr until EOF (PROTOCOL.md §1.3), so the
+//! containerd reads `start`'s combined stdout and stderr until EOF (docs/protocol.md §1.3), so the
 //! daemon gets `/dev/null` for both and `start` prints only the address. The listener is bound
 //! here, before the daemon exists, and handed over as fd 3: the socket accepts connections
 //! the moment `start` exits, with no readiness handshake.

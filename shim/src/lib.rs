@@ -9,7 +9,7 @@
 //! }
 //! ```
 //!
-//! The framework does the rest of the shim v2 contract (PROTOCOL.md §0-§3):
+//! The framework does the rest of the shim v2 contract (docs/protocol.md §0-§3):
 //! - the launch protocol: Go-style flags ([`flags`]), `start` (socket naming and pod grouping
 //!   ([`socket`]), stdin decoding ([`start_input`]), daemon spawn ([`launch`])), `delete`,
 //!   `-info` and `-v`;

@@ -1,7 +1,7 @@
 //! The shim's listening socket: its name, its permissions, and stale or live predecessors.
 //!
 //! The name is `<dir>/<hex sha256(filepath.Join(address, namespace, group id))>` so that every
-//! container of one pod hashes to the same socket (PROTOCOL.md §1.5, §1.6). The socket is a path
+//! container of one pod hashes to the same socket (docs/protocol.md §1.5, §1.6). The socket is a path
 //! socket (never abstract: CVE-2020-15257), mode 0600 inside a 0700 directory.
 
 use std::fs::{DirBuilder, Permissions};

@@ -1,7 +1,7 @@
 //! What `start` learns before it creates anything: its stdin and the bundle's grouping id.
 //!
 //! containerd 2.3+ writes a `BootstrapParams` protobuf on stdin; 1.6 to 2.2 write the runtime
-//! options as a bare `Any`, or nothing (PROTOCOL.md §1.3, §1.4). Both are protobuf and either
+//! options as a bare `Any`, or nothing (docs/protocol.md §1.3, §1.4). Both are protobuf and either
 //! may parse as the other, so `BootstrapParams` is only believed when its instance id and
 //! namespace match the flags, as containerd's own shims check.
 

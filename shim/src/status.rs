@@ -1,6 +1,6 @@
 //! ttrpc status codes, so a runtime maps its own errors in one `From` impl.
 //!
-//! containerd acts on a handful of codes (PROTOCOL.md §2.4): NotFound from Kill and Delete means
+//! containerd acts on a handful of codes (docs/protocol.md §2.4): NotFound from Kill and Delete means
 //! "already gone", Unimplemented triggers the v3 to v2 downgrade, and everything else is treated
 //! as a plain failure. A runtime gives each of its error variants a [`Code`] and writes:
 //!

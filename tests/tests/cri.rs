@@ -5,7 +5,7 @@
 //! the unix socket the way kubelet does: a host-network pod, two containers (one printing and
 //! exiting with a known code, one long-running), ExecSync, the CRI log files written through
 //! the shim's FIFOs, ContainerStatus, ContainerStats, then teardown. The whole pod must be
-//! served by ONE shim process (PROTOCOL.md §1.6: grouping by `io.kubernetes.cri.sandbox-id`),
+//! served by ONE shim process (docs/protocol.md §1.6: grouping by `io.kubernetes.cri.sandbox-id`),
 //! and nothing may be left behind.
 //!
 //! The scenario runs once per handler: `runc` (containerd's Go shim, the reference) and `wren`

@@ -1,6 +1,6 @@
 //! Shim start: exec of `<shim> start` to the first answered RPC, without containerd.
 //!
-//! The start protocol as containerd 1.6 runs it (PROTOCOL.md §1.3): cwd = a prepared bundle
+//! The start protocol as containerd 1.6 runs it (docs/protocol.md §1.3): cwd = a prepared bundle
 //! (`config.json`, `rootfs/`, `work/`, a `log` FIFO already open for reading), argv
 //! `-namespace NS -address ADDR -publish-binary BIN -id ID start`, env `GOMAXPROCS=2` and
 //! `TTRPC_ADDRESS`, stdin empty, stdout and stderr one pipe read to EOF. The clock stops

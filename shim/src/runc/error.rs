@@ -1,5 +1,5 @@
 //! The runc task service's errors, and their one mapping to ttrpc status codes
-//! (PROTOCOL.md §2.2-2.4): NotFound for unknown or gone objects, AlreadyExists for taken ids,
+//! (docs/protocol.md §2.2-2.4): NotFound for unknown or gone objects, AlreadyExists for taken ids,
 //! FailedPrecondition for execs of a container whose init has exited, InvalidArgument for
 //! malformed requests, and Unknown for everything else, as containerd's Go shim answers.
 

@@ -1,4 +1,4 @@
-//! Exit tracking and dispatch (PROTOCOL.md §5.6, §3.3).
+//! Exit tracking and dispatch (docs/protocol.md §5.6, §3.3).
 //!
 //! Every exit the reaper sees goes to one serial queue, "exits" (its thread runs only while
 //! there is work), which alone publishes TaskExit and TaskOOM; that single consumer is what

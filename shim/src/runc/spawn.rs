@@ -1,6 +1,6 @@
 //! The framework's [`Monitor`] behind the spawning seams of the runc driver and the io crate,
 //! so every child (runc, logging binaries) is subscribed to before it forks and reaped only by
-//! the shim's one reaper (PROTOCOL.md §5.1).
+//! the shim's one reaper (docs/protocol.md §5.1).
 
 use std::io;
 use std::process::Command;
