@@ -127,6 +127,10 @@ pub fn run<R: Runtime>() -> ExitCode {
 fn run_invocation<R: Runtime>(args: impl Iterator<Item = String>) -> Result<(), Error> {
     let flags = Flags::parse(args)?;
     match flags.invocation()? {
+        Invocation::Help => {
+            let binary = std::env::args_os().next().unwrap_or_default();
+            write_stdout(flags::usage(&binary.to_string_lossy(), R::NAME).as_bytes())
+        }
         Invocation::Version => {
             let binary = std::env::args_os().next().unwrap_or_default();
             let binary = binary.to_string_lossy();
