@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::cli::REFERENCE;
 use crate::report::Metric;
@@ -82,8 +84,10 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 fn draw(root: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
-    let widest = bars.iter().map(|b| b.ratio).fold(1.0, f64::max) * 1.1;
+    let widest = bars.iter().map(|b| b.ratio).fold(1.0, f64::max) * 1.15;
     let rows = bars.len();
+    // Segmented rows put each label at the middle of its bar; row 0 is at the bottom, so
+    // the first bar gets the last row.
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!("median / {REFERENCE} (1.0 = as {REFERENCE})"),
@@ -92,10 +96,13 @@ fn draw(root: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>>
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(520)
-        .build_cartesian_2d(0.0..widest, 0..rows)?;
-    let label = |row: &usize| {
-        bars.get(rows.saturating_sub(row + 1))
-            .map_or_else(String::new, |bar| bar.label.clone())
+        // An integer range includes its end: rows - 1 is the last of `rows` segments.
+        .build_cartesian_2d(0.0..widest, (0..rows - 1).into_segmented())?;
+    let label = |row: &SegmentValue<usize>| match row {
+        SegmentValue::CenterOf(row) => bars
+            .get(rows.saturating_sub(row + 1))
+            .map_or_else(String::new, |bar| bar.label.clone()),
+        _ => String::new(),
     };
     chart
         .configure_mesh()
@@ -107,19 +114,23 @@ fn draw(root: &Area<'_>, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>>
     chart.draw_series(bars.iter().enumerate().map(|(index, bar)| {
         let row = rows - index - 1;
         let color = PALETTE[bar.subject % PALETTE.len()];
-        Rectangle::new([(0.0, row), (bar.ratio, row + 1)], color.filled())
+        let corners = [
+            (0.0, SegmentValue::Exact(row)),
+            (bar.ratio, SegmentValue::Exact(row + 1)),
+        ];
+        let mut rectangle = Rectangle::new(corners, color.filled());
+        rectangle.set_margin(3, 3, 0, 0);
+        rectangle
     }))?;
     chart.draw_series(bars.iter().enumerate().map(|(index, bar)| {
         let row = rows - index - 1;
-        Text::new(
-            format!("{:.2}×", bar.ratio),
-            (bar.ratio, row),
-            ("sans-serif", 12),
-        )
+        let at = (bar.ratio + widest / 200.0, SegmentValue::CenterOf(row));
+        let style = TextStyle::from(("sans-serif", 12)).pos(Pos::new(HPos::Left, VPos::Center));
+        Text::new(format!("{:.2}×", bar.ratio), at, style)
     }))?;
     // The reference line: 1.0 is "as the Go shim".
     chart.draw_series(std::iter::once(PathElement::new(
-        vec![(1.0, 0), (1.0, rows)],
+        vec![(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
         BLACK,
     )))?;
     Ok(())
