@@ -269,3 +269,28 @@ fn events_waits_for_containers() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// An attached run without `--rm` keeps its container: its generated name is printed, so
+/// that it can be deleted.
+#[test]
+fn kept_generated_name_is_printed() {
+    wren_tests::require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = rootfs(tmp.path());
+    let state = tmp.path().join("state");
+    let out = wrenctl(
+        &state,
+        &["run", "--rootfs", rootfs.to_str().unwrap(), "--", "true"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let list = text(&wrenctl(&state, &["list"]).stdout);
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split(' ').next())
+        .unwrap();
+    assert!(stderr.contains(&format!("wrenctl delete {id}")), "{stderr}");
+    let delete = wrenctl(&state, &["delete", id]);
+    assert!(delete.status.success(), "{}", text(&delete.stderr));
+}
