@@ -15,10 +15,11 @@ const USAGE: &str =
   --only GROUP,...    run only these groups: start, idle (memory, threads, wake-ups, exec and
                       stats latency), direct (exec and stats over ttrpc to the shim alone, no
                       containerd), cold, stdout, density
-  --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME)
+  --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME;
+                      a missing PATH is an error, a missing default is skipped)
   --no-default-shims  drop the defaults: go=/usr/bin/containerd-shim-runc-v2 and
                       wren=<target dir>/containerd-shim-wren-v2
-  --out DIR           where results.md and results.json go (default: <target>/bench)";
+  --out DIR           where results.md, results.json and results.svg go (default: <target>/bench)";
 
 /// One shim binary under test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub struct Config {
     pub sizes: Sizes,
     /// Shims whose binary exists, in table order.
     pub shims: Vec<Shim>,
-    /// Shims asked for whose binary is missing: `(name, path)`.
+    /// Default shims whose binary is missing (a requested one is an error).
     pub missing: Vec<Shim>,
     /// Output directory.
     pub out: PathBuf,
@@ -130,6 +131,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>> {
         Vec::new()
     };
     for shim in extra {
+        // A default may be absent (no Go shim installed); a shim asked for by name may not.
+        if !shim.binary.is_file() {
+            bail!(
+                "--shim {}={}: no such file",
+                shim.name,
+                shim.binary.display()
+            );
+        }
         wanted.retain(|s| s.name != shim.name);
         wanted.push(shim);
     }
@@ -247,21 +256,15 @@ mod tests {
     }
 
     #[test]
-    fn shim_flag_replaces_default_of_same_name_and_missing_are_kept_aside() {
-        let config = parse(args(&[
-            "--shim",
-            "go=/bin/true",
-            "--shim",
-            "other=/nonexistent/x",
-            "--out",
-            "/tmp",
-        ]))
-        .unwrap()
-        .unwrap();
+    fn shim_flag_replaces_default_of_same_name_and_a_missing_one_is_an_error() {
+        let config = parse(args(&["--shim", "go=/bin/true", "--out", "/tmp"]))
+            .unwrap()
+            .unwrap();
         let go: Vec<_> = config.shims.iter().filter(|s| s.name == "go").collect();
         assert_eq!(go.len(), 1);
         assert!(go[0].binary.ends_with("true"));
-        assert!(config.missing.iter().any(|s| s.name == "other"));
+        let missing = parse(args(&["--shim", "other=/nope", "--out", "/tmp"])).unwrap_err();
+        assert!(missing.to_string().contains("other=/nope"), "{missing}");
     }
 
     #[test]

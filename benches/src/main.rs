@@ -4,6 +4,7 @@
 //! One private containerd serves every shim; trials are interleaved across subjects;
 //! results are printed as a markdown table and written as JSON. Timing never decides a test.
 
+mod chart;
 mod cli;
 mod containerd;
 mod floor;
@@ -84,9 +85,21 @@ fn run() -> Result<()> {
     drop(floor);
     drop(containerd);
     let names: Vec<String> = config.shims.iter().map(|s| s.name.clone()).collect();
-    let table = report::markdown(&metrics, &names);
-    println!("\n{table}");
-    write_results(&config, &metrics, &table)
+    for (metric, shim, err) in errors(&metrics) {
+        eprintln!("{metric}, {shim}: {err}");
+    }
+    println!("\n{}", report::summary(&metrics, &names));
+    write_results(&config, &metrics, &names)
+}
+
+/// Every failed cell with its whole cause chain, which the table shortens to one line.
+fn errors(metrics: &[Metric]) -> impl Iterator<Item = (&str, &str, &str)> {
+    metrics.iter().flat_map(|metric| {
+        metric.shims.iter().filter_map(|shim| {
+            let err = shim.series.error.as_deref()?;
+            Some((metric.title.as_str(), shim.shim.as_str(), err))
+        })
+    })
 }
 
 /// The measurements `config` selects, in an order that keeps at most one set of containers
@@ -132,11 +145,12 @@ fn measure_all(bench: &Bench<'_>, config: &Config) -> Result<Vec<Metric>> {
     Ok(metrics)
 }
 
-fn write_results(config: &Config, metrics: &[Metric], table: &str) -> Result<()> {
+fn write_results(config: &Config, metrics: &[Metric], names: &[String]) -> Result<()> {
     fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
+    let host = host_info();
     let json = json!({
         "mode": format!("{:?}", config.mode).to_lowercase(),
-        "host": host_info(),
+        "host": host,
         "shims": config.shims.iter().map(|s| json!({"name": s.name, "binary": s.binary})).collect::<Vec<_>>(),
         "skipped_shims": config.missing.iter().map(|s| json!({"name": s.name, "binary": s.binary})).collect::<Vec<_>>(),
         "metrics": metrics,
@@ -145,9 +159,33 @@ fn write_results(config: &Config, metrics: &[Metric], table: &str) -> Result<()>
     fs::write(&json_path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("write {}", json_path.display()))?;
     let md_path = config.out.join("results.md");
-    fs::write(&md_path, table).with_context(|| format!("write {}", md_path.display()))?;
+    let text = format!(
+        "{}\n\n{}",
+        host_line(&host),
+        report::markdown(metrics, names)
+    );
+    fs::write(&md_path, text).with_context(|| format!("write {}", md_path.display()))?;
+    let svg_path = config.out.join("results.svg");
+    let charted = chart::write(&svg_path, metrics, names)?;
     println!("results: {} and {}", json_path.display(), md_path.display());
+    if charted {
+        println!("chart: {}", svg_path.display());
+    }
     Ok(())
+}
+
+/// `results.md`'s first line: when and where.
+fn host_line(host: &serde_json::Value) -> String {
+    let text = |key: &str| host[key].as_str().unwrap_or("?").to_owned();
+    format!(
+        "{} on {} ({} CPUs, kernel {}; {}; {})",
+        text("date"),
+        text("hostname"),
+        host["cpus"],
+        text("kernel"),
+        text("containerd"),
+        text("runc"),
+    )
 }
 
 /// Kernel, CPUs and tool versions, so results can be compared across machines.
@@ -163,5 +201,7 @@ fn host_info() -> serde_json::Value {
         "runc": version("runc", "--version"),
         "containerd": version("containerd", "--version"),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "date": version("date", "-uIseconds"),
+        "hostname": fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
     })
 }

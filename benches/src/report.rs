@@ -40,6 +40,8 @@ impl Series {
             Err(err) => Self {
                 summary: None,
                 samples: Vec::new(),
+                // The outermost context says what failed; the causes go to the log (see
+                // `main`) and the JSON, not into a table cell.
                 error: Some(format!("{err:#}")),
             },
         }
@@ -47,6 +49,10 @@ impl Series {
 
     fn median(&self) -> Option<f64> {
         self.summary.map(|s| s.median)
+    }
+
+    fn trials(&self) -> usize {
+        self.summary.map_or(0, |s| s.n)
     }
 }
 
@@ -102,6 +108,13 @@ impl Metric {
             .then(|| find(shim).map(|m| m / reference))
             .flatten()
     }
+
+    /// The most trials any subject of this row has: what its medians rest on.
+    pub fn trials(&self) -> usize {
+        let floor = self.floor.as_ref().map_or(0, Series::trials);
+        let shims = self.shims.iter().map(|s| s.series.trials());
+        shims.chain([floor]).max().unwrap_or(0)
+    }
 }
 
 /// The markdown table: `metric | unit | runc | <shim>… | <shim>/go…`.
@@ -112,18 +125,24 @@ pub fn markdown(metrics: &[Metric], shims: &[String]) -> String {
         shims.first().map_or("", String::as_str)
     };
     let others: Vec<&String> = shims.iter().filter(|s| *s != reference).collect();
-    let mut out = String::from("| metric | unit | runc (floor) |");
+    let mut out = String::from("| metric | unit | trials | runc (floor) |");
     for shim in shims {
         let _ = write!(out, " {shim} |");
     }
     for other in &others {
         let _ = write!(out, " {other}/{reference} |");
     }
-    out.push_str("\n|---|---|---|");
+    out.push_str("\n|---|---|---|---|");
     out.push_str(&"---|".repeat(shims.len() + others.len()));
     for metric in metrics {
         let floor = metric.floor.as_ref().map_or_else(|| "—".to_owned(), cell);
-        let _ = write!(out, "\n| {} | {} | {floor} |", metric.title, metric.unit);
+        let _ = write!(
+            out,
+            "\n| {} | {} | {} | {floor} |",
+            metric.title,
+            metric.unit,
+            metric.trials()
+        );
         for shim in shims {
             let series = metric.shims.iter().find(|s| s.shim == *shim);
             let _ = write!(
@@ -172,10 +191,53 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// The error's outermost message (before the first `: ` of its cause chain), short enough
+/// for a table cell, on one line.
 fn first_line(text: &str) -> String {
+    const MAX: usize = 60;
     let line = text.lines().next().unwrap_or("");
-    let short: String = line.chars().take(90).collect();
+    let outer = line.split(": ").next().unwrap_or(line);
+    let mut short: String = outer.chars().take(MAX).collect();
+    if outer.chars().count() > MAX {
+        short.push('…');
+    }
     short.replace('|', "/")
+}
+
+/// The terminal summary: per metric one line, `title [unit, n trials]`, then per subject
+/// its median and, against the reference, its ratio; narrow enough not to wrap.
+pub fn summary(metrics: &[Metric], shims: &[String]) -> String {
+    let mut out = String::new();
+    for metric in metrics {
+        let _ = writeln!(
+            out,
+            "{} [{}, {} trials]",
+            metric.title,
+            metric.unit,
+            metric.trials()
+        );
+        let mut parts = Vec::new();
+        if let Some(floor) = metric.floor.as_ref().and_then(Series::median) {
+            parts.push(format!("runc {}", number(floor)));
+        }
+        for shim in shims {
+            let Some(series) = metric.shims.iter().find(|s| s.shim == *shim) else {
+                continue;
+            };
+            let value = match (series.series.median(), &series.series.error) {
+                (Some(median), _) => number(median),
+                (None, Some(err)) => format!("error: {}", first_line(err)),
+                (None, None) => "—".to_owned(),
+            };
+            let ratio = match metric.ratio(shim) {
+                Some(ratio) if shim != REFERENCE => format!(" ({ratio:.2}×)"),
+                _ => String::new(),
+            };
+            parts.push(format!("{shim} {value}{ratio}"));
+        }
+        let _ = writeln!(out, "    {}", parts.join("   "));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -198,9 +260,18 @@ mod tests {
             series: series(&[5.0, 5.0]),
         });
         assert_eq!(metric.ratio("wren"), Some(0.5));
-        let table = markdown(&[metric], &["go".into(), "wren".into()]);
+        let table = markdown(std::slice::from_ref(&metric), &["go".into(), "wren".into()]);
         assert!(table.contains("| wren/go |"), "{table}");
         assert!(table.contains("0.50×"), "{table}");
+        assert!(
+            table.contains("| x | ms | 2 |"),
+            "trial count per row: {table}"
+        );
+        let summary = summary(&[metric], &["go".into(), "wren".into()]);
+        assert_eq!(
+            summary,
+            "x [ms, 2 trials]\n    go 10.0   wren 5.00 (0.50×)\n"
+        );
     }
 
     #[test]
@@ -212,6 +283,15 @@ mod tests {
         });
         let table = markdown(&[metric], &["go".into()]);
         assert!(table.contains("error: boom/x"), "{table}");
+        let mut metric = Metric::new("x", "x", "ms", Better::Lower);
+        let long = anyhow::anyhow!("Output {{ status: 1, stderr: [{}] }}", "1, ".repeat(200))
+            .context("ctr run failed");
+        metric.shims.push(ShimSeries {
+            shim: "go".into(),
+            series: Series::from_result(Err(long)),
+        });
+        let table = markdown(&[metric], &["go".into()]);
+        assert!(table.contains("| error: ctr run failed |"), "{table}");
     }
 
     #[test]

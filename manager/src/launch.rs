@@ -219,11 +219,13 @@ fn describe_output(output: &Output) -> String {
     text.trim().to_owned()
 }
 
-/// Where a shim binary is found: an explicit path as is, otherwise `name` next to
-/// `beside` (the caller's own executable), then in `PATH`.
+/// Where a shim binary is found: an explicit path made absolute (the shim runs in its
+/// bundle, where a relative path means something else), otherwise `name` next to `beside`
+/// (the caller's own executable), then in `PATH`.
 pub fn resolve_binary(name: &Path, beside: Option<&Path>) -> Option<PathBuf> {
     if name.components().count() > 1 {
-        return name.exists().then(|| name.to_path_buf());
+        let path = std::path::absolute(name).ok()?;
+        return path.exists().then_some(path);
     }
     let sibling = beside.and_then(Path::parent).map(|dir| dir.join(name));
     let in_path = std::env::var_os("PATH")
@@ -241,6 +243,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn relative_explicit_path_becomes_absolute() {
+        // cargo runs unit tests in the package directory.
+        let found = resolve_binary(Path::new("src/launch.rs"), None).unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(found.ends_with("src/launch.rs"));
+        assert_eq!(resolve_binary(Path::new("src/nope"), None), None);
+    }
 
     /// A fake shim script recording argv, cwd, env and stdin, printing an address.
     fn fake_shim(dir: &Path, print: &str) -> PathBuf {

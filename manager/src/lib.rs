@@ -22,6 +22,7 @@ pub mod fifo;
 pub mod launch;
 pub mod shim;
 pub mod shim_log;
+pub mod signals;
 pub mod state;
 pub mod stdio;
 pub mod sys;

@@ -196,7 +196,7 @@ fn shim_processes_with(needle: &str) -> Vec<libc::pid_t> {
 fn help_explains_every_command() {
     let tmp = tempfile::tempdir().unwrap();
     for command in [
-        "run", "exec", "ps", "kill", "pause", "resume", "stats", "events", "delete", "list",
+        "run", "exec", "ps", "kill", "stop", "pause", "resume", "stats", "events", "delete", "list",
     ] {
         let out = wrenctl(tmp.path(), &[command, "--help"]);
         assert!(out.status.success());

@@ -4,22 +4,26 @@
 //! or events transport) and to drive the framework's integration tests.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use protobuf::MessageField;
 use wren_shim::status::{self, Code};
 use wren_shim::RequestContext;
 use wren_shim::{CleanupContext, Monitor, Publisher, Runtime, ShimContext, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use wren_shim_protocol::protobuf::well_known_types::empty::Empty;
+use wren_shim_protocol::protobuf::MessageField;
 use wren_shim_protocol::task::{
-    CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, PidsRequest,
-    PidsResponse, StartRequest, StartResponse, WaitRequest, WaitResponse,
+    CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, KillRequest, PidsRequest,
+    PidsResponse, StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest,
+    WaitResponse,
 };
 use wren_shim_protocol::timestamp::to_timestamp;
-use wren_shim_protocol::types::ProcessInfo;
+use wren_shim_protocol::ttrpc;
+use wren_shim_protocol::types::{ProcessInfo, Status};
 
 /// Errors of the process runtime.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +41,18 @@ enum ProcessError {
     },
     #[error("{path} has no process.args")]
     NoArgs { path: PathBuf },
+    #[error("failed to open {path}")]
+    OpenStdio {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to start task {id}")]
     Spawn {
         id: String,
         source: wren_shim::reaper::ReaperError,
     },
+    #[error("failed to signal task {id}")]
+    Kill { id: String, source: nix::Error },
 }
 
 impl ProcessError {
@@ -51,7 +62,9 @@ impl ProcessError {
             ProcessError::AlreadyExists { .. } => Code::AlreadyExists,
             ProcessError::WrongState { .. } => Code::FailedPrecondition,
             ProcessError::ReadSpec { .. } | ProcessError::NoArgs { .. } => Code::InvalidArgument,
-            ProcessError::Spawn { .. } => Code::Unknown,
+            ProcessError::OpenStdio { .. }
+            | ProcessError::Spawn { .. }
+            | ProcessError::Kill { .. } => Code::Unknown,
         }
     }
 }
@@ -79,6 +92,9 @@ enum State {
 struct Task {
     bundle: PathBuf,
     args: Vec<String>,
+    /// containerd's stdout and stderr FIFOs (empty: discard).
+    stdout: String,
+    stderr: String,
     state: State,
 }
 
@@ -121,14 +137,16 @@ impl ProcessRuntime {
         command
             .args(&task.args[1..])
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let (child, waiter) =
-            self.monitor
-                .spawn(&mut command)
-                .map_err(|source| ProcessError::Spawn {
-                    id: id.into(),
-                    source,
-                })?;
+            .stdout(output(&task.stdout)?)
+            .stderr(output(&task.stderr)?);
+        let spawned = self.monitor.spawn(&mut command);
+        // The Command holds our copies of the output FIFOs: close them, or the reader never
+        // sees EOF after the task exits (and `wrenctl run` or `ctr run` waits for ever).
+        drop(command);
+        let (child, waiter) = spawned.map_err(|source| ProcessError::Spawn {
+            id: id.into(),
+            source,
+        })?;
         let pid = child.id();
         task.state = State::Running { pid };
         let _ = std::fs::write(task.bundle.join("init.pid"), pid.to_string());
@@ -166,6 +184,19 @@ impl ProcessRuntime {
         });
         Ok(pid)
     }
+}
+
+/// An output FIFO opened read-write, so the open never blocks on a reader that has gone.
+fn output(path: &str) -> Result<Stdio, ProcessError> {
+    if path.is_empty() {
+        return Ok(Stdio::null());
+    }
+    let open = OpenOptions::new().read(true).write(true).open(path);
+    let file: File = open.map_err(|source| ProcessError::OpenStdio {
+        path: path.into(),
+        source,
+    })?;
+    Ok(Stdio::from(file))
 }
 
 fn read_args(bundle: &Path) -> Result<Vec<String>, ProcessError> {
@@ -217,6 +248,8 @@ impl TaskService for ProcessRuntime {
             Task {
                 bundle,
                 args,
+                stdout: request.stdout.clone(),
+                stderr: request.stderr.clone(),
                 state: State::Created,
             },
         );
@@ -244,6 +277,57 @@ impl TaskService for ProcessRuntime {
             response.processes.push(info);
         }
         Ok(response)
+    }
+
+    /// containerd and ctr ask for the state of every task they show or wait on.
+    fn state(&self, _ctx: &RequestContext, request: StateRequest) -> ttrpc::Result<StateResponse> {
+        let tasks = self.lock();
+        let task = tasks
+            .get(&request.id)
+            .ok_or_else(|| ProcessError::NotFound {
+                id: request.id.clone(),
+            })?;
+        let mut response = StateResponse::new();
+        response.bundle = task.bundle.display().to_string();
+        response.stdout.clone_from(&task.stdout);
+        response.stderr.clone_from(&task.stderr);
+        let (pid, status) = match task.state {
+            State::Created => (0, Status::CREATED),
+            State::Running { pid } => (pid, Status::RUNNING),
+            State::Stopped { pid, status, at } => {
+                response.exit_status = status;
+                response.exited_at = MessageField::some(to_timestamp(at));
+                (pid, Status::STOPPED)
+            }
+        };
+        response.pid = pid;
+        response.status = status.into();
+        response.id = request.id;
+        Ok(response)
+    }
+
+    /// Kill on a finished process answers NotFound, as containerd's runc shim does.
+    fn kill(&self, _ctx: &RequestContext, request: KillRequest) -> ttrpc::Result<Empty> {
+        let tasks = self.lock();
+        let not_found = || ProcessError::NotFound {
+            id: request.id.clone(),
+        };
+        let State::Running { pid } = tasks.get(&request.id).ok_or_else(not_found)?.state else {
+            return Err(not_found().into());
+        };
+        let signal = nix::sys::signal::Signal::try_from(i32::try_from(request.signal).unwrap_or(0))
+            .map_err(|source| ProcessError::Kill {
+                id: request.id.clone(),
+                source,
+            })?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+        // A pid is only reused after the reaper reaps it, and the exit watcher marks the task
+        // stopped right after: the window in which this could reach a stranger is that short.
+        nix::sys::signal::kill(pid, signal).map_err(|source| ProcessError::Kill {
+            id: request.id.clone(),
+            source,
+        })?;
+        Ok(Empty::new())
     }
 
     fn wait(&self, _ctx: &RequestContext, request: WaitRequest) -> ttrpc::Result<WaitResponse> {

@@ -43,6 +43,12 @@ pub enum FlagsError {
     /// runtime's state, so no action runs without them.
     #[error(transparent)]
     Identifier(#[from] identifier::InvalidIdentifier),
+    /// No flags and no action: someone ran the binary by hand.
+    #[error(
+        "no arguments: containerd starts this shim itself (`-namespace NS -id ID -address A start`); \
+         see -h for its flags"
+    )]
+    NoArguments,
     /// An action other than `start` or `delete`.
     #[error("unknown action {action:?}")]
     UnknownAction {
@@ -72,6 +78,8 @@ pub struct Flags {
     pub version: bool,
     /// `-info`: print `containerd.types.RuntimeInfo`.
     pub info: bool,
+    /// `-h` or `-help`: print the usage.
+    pub help: bool,
     /// The first positional argument, if any.
     pub action: Option<String>,
 }
@@ -79,6 +87,8 @@ pub struct Flags {
 /// What one invocation of the shim binary is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invocation {
+    /// `-h`/`-help`: print the usage, as Go's `flag` package does.
+    Help,
     /// `-v`/`-version`: print a version line.
     Version,
     /// `-info`: print the runtime info protobuf.
@@ -153,6 +163,9 @@ impl Flags {
     /// Returns [`FlagsError::UnknownAction`] for an action other than `start` or `delete`,
     /// and [`FlagsError::Identifier`] when `-namespace` or `-id` is not a valid identifier.
     pub fn invocation(&self) -> Result<Invocation, FlagsError> {
+        if self.help {
+            return Ok(Invocation::Help);
+        }
         if self.version {
             return Ok(Invocation::Version);
         }
@@ -160,6 +173,9 @@ impl Flags {
             return Ok(Invocation::Info);
         }
         let invocation = match self.action.as_deref() {
+            None if self.namespace.is_empty() && self.id.is_empty() => {
+                return Err(FlagsError::NoArguments)
+            }
             None => Invocation::Daemon,
             Some("start") => Invocation::Start,
             Some("delete") => Invocation::Delete,
@@ -179,6 +195,7 @@ impl Flags {
             "debug" => self.debug = on,
             "v" | "version" => self.version = on,
             "info" => self.info = on,
+            "h" | "help" => self.help = on,
             _ => {}
         }
     }
@@ -198,12 +215,30 @@ impl Flags {
 
 fn kind_of(name: &str) -> Option<Kind> {
     match name {
-        "debug" | "v" | "version" | "info" => Some(Kind::Bool),
+        "debug" | "v" | "version" | "info" | "h" | "help" => Some(Kind::Bool),
         "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
             Some(Kind::Value)
         }
         _ => None,
     }
+}
+
+/// The `-h` text: the flags and actions, for `binary` of runtime type `runtime`.
+pub fn usage(binary: &str, runtime: &str) -> String {
+    format!(
+        "Usage of {binary} (runtime type {runtime}):\n\
+         \x20 {binary} [flags] start|delete\n\
+         containerd runs it; by hand, use -v or -info.\n\n\
+         \x20 -address string\tgrpc address back to main containerd\n\
+         \x20 -bundle string\tpath to the bundle if not workdir\n\
+         \x20 -debug\t\tenable debug output in logs\n\
+         \x20 -id string\t\tid of the task\n\
+         \x20 -info\t\tget the option protobuf from stdin, print the shim info and exit\n\
+         \x20 -namespace string\tnamespace that owns the shim\n\
+         \x20 -publish-binary string\tpath to publish binary (unused)\n\
+         \x20 -socket string\tsocket path to serve\n\
+         \x20 -v\t\t\tshow the shim version and exit\n"
+    )
 }
 
 /// Go's `strconv.ParseBool`.
@@ -224,6 +259,21 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Flags, FlagsError> {
         Flags::parse(args.iter().copied())
+    }
+
+    #[test]
+    fn help_and_no_arguments() {
+        for help in ["-h", "--help", "-help"] {
+            assert_eq!(
+                parse(&[help]).unwrap().invocation().unwrap(),
+                Invocation::Help
+            );
+        }
+        assert!(matches!(
+            parse(&[]).unwrap().invocation(),
+            Err(FlagsError::NoArguments)
+        ));
+        assert!(usage("shim", "io.containerd.x.v2").contains("-namespace"));
     }
 
     #[test]

@@ -24,7 +24,6 @@
 
 pub mod daemon;
 pub mod flags;
-pub mod identifier;
 pub mod launch;
 pub mod logger;
 mod memory;
@@ -48,6 +47,9 @@ use std::time::SystemTime;
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
 use wren_shim_protocol::task::DeleteResponse;
+
+/// containerd's identifier rule (it lives in the protocol crate, shared with the manager).
+pub use wren_shim_protocol::identifier;
 
 pub use crate::flags::{Flags, Invocation};
 pub use crate::logger::Verbosity;
@@ -125,6 +127,10 @@ pub fn run<R: Runtime>() -> ExitCode {
 fn run_invocation<R: Runtime>(args: impl Iterator<Item = String>) -> Result<(), Error> {
     let flags = Flags::parse(args)?;
     match flags.invocation()? {
+        Invocation::Help => {
+            let binary = std::env::args_os().next().unwrap_or_default();
+            write_stdout(flags::usage(&binary.to_string_lossy(), R::NAME).as_bytes())
+        }
         Invocation::Version => {
             let binary = std::env::args_os().next().unwrap_or_default();
             let binary = binary.to_string_lossy();

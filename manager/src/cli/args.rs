@@ -1,6 +1,7 @@
 //! Hand-written argument parsing for wrenctl, and the help texts.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -22,6 +23,10 @@ pub enum Command {
         signal: String,
         all: bool,
     },
+    Stop {
+        id: String,
+        grace: Duration,
+    },
     Pause(String),
     Resume(String),
     Stats(String),
@@ -32,7 +37,13 @@ pub enum Command {
     },
     List,
     Help(Option<String>),
+    Version,
+    /// No command at all: the usage, as an error.
+    Usage,
 }
+
+/// `docker stop`'s default grace period.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct RunArgs {
@@ -66,6 +77,7 @@ commands:
   run      create and start a container (attached unless -d)
   exec     run an extra process in a running container
   ps       list a container's processes
+  stop     stop a container: TERM, then KILL after a grace period
   kill     signal a container's init (or all its processes)
   pause    freeze a container
   resume   thaw a container
@@ -78,6 +90,7 @@ global options:
   --state DIR       state directory (default $WRENCTL_STATE or /run/wrenctl)
   --namespace NS    containerd namespace (default \"wrenctl\")
   --debug           run shims with -debug and copy their log to stderr
+  --version         print wrenctl's version
 
 `wrenctl COMMAND --help` explains each command.
 ";
@@ -117,6 +130,12 @@ usage: wrenctl kill [-s SIGNAL] [--all] ID
 
 Sends SIGNAL (default TERM; a name like KILL or SIGKILL, or a number) to ID's init,
 or with --all to every process of the container.",
+        "stop" => "\
+usage: wrenctl stop [-t SECONDS] ID
+
+Sends TERM to ID's init, waits up to SECONDS (default 10) for the container to exit,
+then sends KILL to all its processes, like `docker stop`. The container stays, stopped:
+remove it with `wrenctl delete ID`.",
         "pause" => "usage: wrenctl pause ID\n\nFreezes every process of ID.",
         "resume" => "usage: wrenctl resume ID\n\nThaws a paused container.",
         "stats" => "usage: wrenctl stats ID\n\nPrints ID's cgroup metrics (CPU, memory, pids) as the shim reports them.",
@@ -147,13 +166,14 @@ pub fn parse(args: Vec<String>) -> Result<(Global, Command)> {
     let mut it = args.into_iter();
     let command = loop {
         let Some(arg) = it.next() else {
-            return Ok((global, Command::Help(None)));
+            return Ok((global, Command::Usage));
         };
         match arg.as_str() {
             "--state" => global.state = PathBuf::from(value(&mut it, "--state")?),
             "--namespace" | "-n" => global.namespace = value(&mut it, "--namespace")?,
             "--debug" => global.debug = true,
             "-h" | "--help" | "help" => return Ok((global, Command::Help(it.next()))),
+            "-v" | "--version" | "version" => return Ok((global, Command::Version)),
             flag if flag.starts_with('-') => bail!("unknown option {flag}; see `wrenctl --help`"),
             _ => break arg,
         }
@@ -171,6 +191,7 @@ pub fn parse(args: Vec<String>) -> Result<(Global, Command)> {
         "exec" => Command::Exec(parse_exec(rest)?),
         "ps" => Command::Ps(single_id(&command, rest)?),
         "kill" => parse_kill(rest)?,
+        "stop" => parse_stop(rest)?,
         "pause" => Command::Pause(single_id(&command, rest)?),
         "resume" => Command::Resume(single_id(&command, rest)?),
         "stats" => Command::Stats(single_id(&command, rest)?),
@@ -235,6 +256,14 @@ fn parse_exec(rest: Vec<String>) -> Result<ExecArgs> {
             "-t" | "--tty" => exec.tty = true,
             "--exec-id" => exec.exec_id = Some(value(&mut it, "--exec-id")?),
             id if !id.starts_with('-') && exec.id.is_empty() => exec.id = id.to_owned(),
+            command if !command.starts_with('-') => {
+                let rest: Vec<String> = std::iter::once(arg.clone()).chain(it).collect();
+                bail!(
+                    "exec: put the command after `--`: wrenctl exec {} -- {}",
+                    exec.id,
+                    rest.join(" ")
+                )
+            }
             other => bail!("exec: unexpected {other:?}; see `wrenctl exec --help`"),
         }
     }
@@ -257,6 +286,26 @@ fn parse_kill(rest: Vec<String>) -> Result<Command> {
     }
     let id = id.context("usage: wrenctl kill [-s SIGNAL] [--all] ID")?;
     Ok(Command::Kill { id, signal, all })
+}
+
+fn parse_stop(rest: Vec<String>) -> Result<Command> {
+    let (mut grace, mut id) = (DEFAULT_STOP_GRACE, None);
+    let mut it = rest.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-t" | "--time" | "--timeout" => {
+                let seconds = value(&mut it, "-t")?;
+                let seconds: u64 = seconds
+                    .parse()
+                    .with_context(|| format!("stop: -t wants whole seconds, not {seconds:?}"))?;
+                grace = Duration::from_secs(seconds);
+            }
+            other if !other.starts_with('-') && id.is_none() => id = Some(arg),
+            other => bail!("stop: unexpected {other:?}; see `wrenctl stop --help`"),
+        }
+    }
+    let id = id.context("usage: wrenctl stop [-t SECONDS] ID")?;
+    Ok(Command::Stop { id, grace })
 }
 
 fn parse_delete(rest: Vec<String>) -> Result<Command> {
@@ -315,6 +364,17 @@ mod tests {
     }
 
     #[test]
+    fn conventions_and_hints() {
+        assert!(matches!(parse(Vec::new()).unwrap().1, Command::Usage));
+        assert!(matches!(
+            parse(argv("--version")).unwrap().1,
+            Command::Version
+        ));
+        let err = parse(argv("exec st true")).unwrap_err().to_string();
+        assert!(err.contains("wrenctl exec st -- true"), "{err}");
+    }
+
+    #[test]
     fn help_and_signals() {
         assert!(
             matches!(parse(argv("kill --help")).unwrap().1, Command::Help(Some(c)) if c == "kill")
@@ -324,6 +384,13 @@ mod tests {
         assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
         assert_eq!(parse_signal("2").unwrap(), 2);
         assert!(parse_signal("NOPE").is_err());
+        let Command::Stop { id, grace } = parse(argv("stop -t 3 web")).unwrap().1 else {
+            panic!("not stop")
+        };
+        assert_eq!((id.as_str(), grace), ("web", Duration::from_secs(3)));
+        assert!(
+            matches!(parse(argv("stop web")).unwrap().1, Command::Stop { grace, .. } if grace == DEFAULT_STOP_GRACE)
+        );
         let Command::Kill { signal, all, id } = parse(argv("kill -s INT --all c1")).unwrap().1
         else {
             panic!()

@@ -1,12 +1,12 @@
-//! The commands that drive an existing container: ps, kill, pause, resume, stats,
-//! events, delete, list.
+//! The commands that drive an existing container: ps, kill, stop, pause, resume, stats,
+//! delete, list.
 
 use std::os::unix::net::UnixStream;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wren_manager::client::{KillScope, Metrics};
-use wren_manager::events::{Event, EventPayload, EventSink};
+use wren_manager::events::EventSink;
 use wren_manager::shim::Shim;
 use wren_manager::state::{BundleOwner, ContainerRecord};
 
@@ -45,6 +45,36 @@ pub fn kill(ctl: &Ctl, id: &str, signal: &str, all: bool) -> Result<()> {
     shim.client().kill(id, "", signal, scope)?;
     Ok(())
 }
+
+/// `docker stop`: TERM to the init, up to `grace` for it to exit, then KILL to every
+/// process. The container stays (stopped) for `delete`.
+pub fn stop(ctl: &Ctl, id: &str, grace: Duration) -> Result<()> {
+    let (_, shim) = connect(ctl, id)?;
+    let client = shim.client().clone();
+    match client.kill(id, "", TERM, KillScope::Process) {
+        // Not found: the init already exited; Wait below returns at once.
+        Err(err) if !err.is_not_found() => return Err(err.into()),
+        _ => {}
+    }
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let (waiter, wait_id) = (client.clone(), id.to_owned());
+    // Wait blocks until the exit; a thread lets the grace period run beside it.
+    std::thread::spawn(move || {
+        let _ = done_tx.send(waiter.wait(&wait_id, ""));
+    });
+    let waited = match done_rx.recv_timeout(grace) {
+        Ok(waited) => waited,
+        Err(_) => {
+            client.kill(id, "", KILL, KillScope::All)?;
+            done_rx.recv().context("the wait for the exit was lost")?
+        }
+    };
+    waited.with_context(|| format!("waiting for {id} to exit"))?;
+    Ok(())
+}
+
+const TERM: u32 = 15;
+const KILL: u32 = 9;
 
 pub fn pause(ctl: &Ctl, id: &str) -> Result<()> {
     Ok(connect(ctl, id)?.1.client().pause(id)?)
@@ -125,11 +155,14 @@ pub fn delete(ctl: &Ctl, id: &str, force: bool) -> Result<()> {
     };
     match Shim::attach(ctl.shim_config(&record), record.address()) {
         Ok(shim) => {
-            if force && shim.client().kill(id, "", 9, KillScope::All).is_ok() {
+            if force && shim.client().kill(id, "", KILL, KillScope::All).is_ok() {
                 shim.client().wait(id, "")?;
             }
             shim.teardown().map_err(|e| {
-                anyhow::Error::new(e).context(format!("{id} may still be running: stop it with `wrenctl kill {id}` or use `delete -f`"))
+                anyhow::Error::new(e).context(format!(
+                    "{id} may still be running: stop it with `wrenctl stop {id}`, \
+                     or kill and delete it at once with `wrenctl delete -f {id}`"
+                ))
             })?;
         }
         Err(_) => {
@@ -145,72 +178,4 @@ pub fn delete(ctl: &Ctl, id: &str, force: bool) -> Result<()> {
     }
     ctl.state.remove(&ctl.namespace, id)?;
     Ok(())
-}
-
-/// Serves the events socket of each named (default: every recorded) container and
-/// prints events until interrupted.
-pub fn events(ctl: &Ctl, ids: &[String]) -> Result<()> {
-    let records = if ids.is_empty() {
-        ctl.state.list(&ctl.namespace)?
-    } else {
-        ids.iter()
-            .map(|id| ctl.state.load(&ctl.namespace, id))
-            .collect::<Result<_, _>>()?
-    };
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut sinks = Vec::new();
-    for record in &records {
-        if UnixStream::connect(&record.events_address).is_ok() {
-            eprintln!("{}: events already received by another wrenctl", record.id);
-            continue;
-        }
-        sinks.push(EventSink::bind(&record.events_address, tx.clone())?);
-    }
-    drop(tx);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            let _ = stop_tx.send(());
-        }
-    });
-    loop {
-        crossbeam_channel::select! {
-            recv(rx) -> event => match event {
-                Ok(event) => print_event(&event),
-                Err(_) => break,
-            },
-            recv(stop_rx) -> _ => break,
-        }
-    }
-    drop(sinks);
-    Ok(())
-}
-
-fn print_event(event: &Event) {
-    let at = event
-        .timestamp
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or_else(String::new, |d| {
-            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-        });
-    let detail = match &event.payload {
-        EventPayload::Create(e) => format!("pid={}", e.pid),
-        EventPayload::Start(e) => format!("pid={}", e.pid),
-        EventPayload::ExecAdded(e) => format!("exec_id={}", e.exec_id),
-        EventPayload::ExecStarted(e) => format!("exec_id={} pid={}", e.exec_id, e.pid),
-        EventPayload::Exit(e) => format!("id={} pid={} exit_status={}", e.id, e.pid, e.exit_status),
-        EventPayload::Delete(e) => format!("pid={} exit_status={}", e.pid, e.exit_status),
-        EventPayload::Unknown(any) => format!("type={}", any.type_url),
-        _ => String::new(),
-    };
-    println!(
-        "{at} {} {} {} {detail}",
-        event.namespace,
-        event.topic,
-        event.payload.container_id()
-    );
 }

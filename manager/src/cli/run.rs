@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use wren_manager::bundle::{self, RootfsMount};
-use wren_manager::client::{CreateTask, ExecProcess, ExitInfo, TaskClient};
+use wren_manager::client::{CreateTask, ExecProcess, ExitInfo, KillScope, TaskClient};
 use wren_manager::events::EventSink;
 use wren_manager::launch::resolve_binary;
+use wren_manager::protocol::identifier;
 use wren_manager::shim::Shim;
 use wren_manager::shim_log::ShimLog;
+use wren_manager::signals::SignalForwarder;
 use wren_manager::state::{BundleOwner, ContainerRecord};
 use wren_manager::stdio::{FifoSet, Input, OpenFifos, Output, StdinMode, Terminal};
 use wren_manager::terminal::{RawMode, ResizeForwarder};
@@ -27,7 +29,7 @@ pub fn run(ctl: &Ctl, args: &RunArgs) -> Result<i32> {
         .map(options::parse)
         .transpose()?;
     let id = args.id.clone().unwrap_or_else(generated_id);
-    let dir = ctl.state.create_container_dir(&ctl.namespace, &id)?;
+    let dir = new_container_dir(ctl, &id)?;
     let result = run_in(ctl, args, &id, &dir, shim_binary, options);
     if result.is_err() && ctl.state.load(&ctl.namespace, &id).is_err() {
         // Nothing started: no record to find the leftovers by, so drop them now.
@@ -35,6 +37,34 @@ pub fn run(ctl: &Ctl, args: &RunArgs) -> Result<i32> {
     }
     result
 }
+
+/// The id rule and the socket length first, so that a bad name is refused by name and not
+/// by a file system error halfway through.
+fn new_container_dir(ctl: &Ctl, id: &str) -> Result<PathBuf> {
+    identifier::validate("namespace", &ctl.namespace)?;
+    identifier::validate("container name", id)?;
+    let dir = ctl.state.container_dir(&ctl.namespace, id);
+    let socket = dir.join(EVENTS_SOCKET);
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        bail!(
+            "name {id:?} is too long for {}: its events socket {} would pass the {MAX_SOCKET_PATH} \
+             bytes a unix socket path may have; use a shorter --name (or --state)",
+            ctl.state.root().display(),
+            socket.display()
+        );
+    }
+    if dir.exists() {
+        bail!(
+            "container {id} already exists: remove it with `wrenctl delete {id}` \
+             (`wrenctl stop {id}` first if it runs), or pick another --name"
+        );
+    }
+    Ok(ctl.state.create_container_dir(&ctl.namespace, id)?)
+}
+
+/// `sun_path` is 108 bytes, NUL included.
+const MAX_SOCKET_PATH: usize = 107;
+const EVENTS_SOCKET: &str = "events.sock";
 
 fn run_in(
     ctl: &Ctl,
@@ -74,7 +104,7 @@ fn run_in(
         bundle_owner,
         socket: PathBuf::new(),
         api: wren_manager::address::TaskApi::V2,
-        events_address: dir.join("events.sock"),
+        events_address: dir.join(EVENTS_SOCKET),
         output_log: args.detach.then(|| dir.join("output.log")),
     };
     // Attached runs receive their own events; nobody reads them, so the channel is closed.
@@ -117,6 +147,10 @@ fn run_in(
             return Err(err);
         }
     };
+    if !args.remove && args.id.is_none() {
+        // Nobody could name it otherwise: `list` would show it, but only if one looked.
+        eprintln!("wrenctl: container {id} is kept; remove it with `wrenctl delete {id}`");
+    }
     if args.remove {
         // The sink stays up through teardown: a shim flushes its last events (TaskDelete)
         // before it exits and would wait out its publish retries on a missing sink.
@@ -161,9 +195,10 @@ fn attached(
     session.finish(client, &create.id, "")
 }
 
-/// The local side of an attached process: pumps, raw mode, resize forwarding.
+/// The local side of an attached process: pumps, raw mode, resize and signal forwarding.
 struct Session {
     pump: wren_manager::stdio::Pump,
+    _signals: SignalForwarder,
     _resize: Option<ResizeForwarder>,
     _raw: Option<RawMode>,
 }
@@ -187,6 +222,18 @@ impl Session {
             (None, None)
         };
         let (c, i, e) = (client.clone(), id.to_owned(), exec_id.to_owned());
+        let signals = SignalForwarder::start(move |signal| {
+            let signal = u32::try_from(signal).unwrap_or_default();
+            match c.kill(&i, &e, signal, KillScope::Process) {
+                // Already gone: the session is about to end by itself.
+                Err(err) if !err.is_not_found() => {
+                    eprintln!("wrenctl: failed to forward signal {signal} to {i}: {err}");
+                }
+                _ => {}
+            }
+        })
+        .context("failed to forward signals")?;
+        let (c, i, e) = (client.clone(), id.to_owned(), exec_id.to_owned());
         let pump = open.pump(
             Input::Inherit,
             Output::Inherit,
@@ -197,6 +244,7 @@ impl Session {
         )?;
         Ok(Self {
             pump,
+            _signals: signals,
             _resize: resize,
             _raw: raw,
         })
@@ -212,7 +260,10 @@ impl Session {
 /// Runs an extra process in a container, attached; returns its exit code.
 pub fn exec(ctl: &Ctl, args: &ExecArgs) -> Result<i32> {
     let record = ctl.state.load(&ctl.namespace, &args.id)?;
-    let shim = Shim::attach(ctl.shim_config(&record), record.address())?;
+    let id = &args.id;
+    let dead =
+        || format!("the shim of {id} does not answer (delete it with `wrenctl delete {id}`)");
+    let shim = Shim::attach(ctl.shim_config(&record), record.address()).with_context(dead)?;
     let client = shim.client();
     let exec_id = args
         .exec_id
@@ -229,7 +280,7 @@ pub fn exec(ctl: &Ctl, args: &ExecArgs) -> Result<i32> {
     let dir = ctl.state.container_dir(&ctl.namespace, &args.id);
     let fifos = FifoSet::create(&dir.join("fifo"), &exec_id, StdinMode::Piped, terminal)?;
     let open = fifos.open()?;
-    client.exec(&ExecProcess {
+    let exec = client.exec(&ExecProcess {
         id: args.id.clone(),
         exec_id: exec_id.clone(),
         terminal: terminal.enabled(),
@@ -237,6 +288,10 @@ pub fn exec(ctl: &Ctl, args: &ExecArgs) -> Result<i32> {
         stdout: path_text(Some(&fifos.stdout)),
         stderr: path_text(fifos.stderr.as_deref()),
         spec,
+    });
+    exec.map_err(|err| match err.is_connection_lost() {
+        true => anyhow::Error::new(err).context(dead()),
+        false => err.into(),
     })?;
     let session = Session::begin(client, &args.id, &exec_id, terminal, open)?;
     let started = client.start(&args.id, &exec_id);

@@ -6,7 +6,8 @@
 //! `SystemdCgroup`, `Root`, ...), so a wren handler is configured exactly like a runc one.
 //! containerd writes the table flat (`Key = value` lines), which is all this reads: keys are
 //! matched without regard to case or underscores (`BinaryName`, `binary_name`), keys it does not
-//! know are left to whoever else reads the table, and keys under a `[table]` header are not
+//! know are logged as a warning (a typo such as `SystemdCgroups` would otherwise pass unseen;
+//! the shim log reaches containerd's), and keys under a `[table]` header are not
 //! top-level options, so they are skipped.
 
 use std::io;
@@ -44,12 +45,19 @@ pub fn from_cri(cri: &CriOptions) -> Result<RuntimeOptions, ConfigError> {
         String::from_utf8_lossy(&cri.config_body).into_owned()
     };
     let mut options = RuntimeOptions::default();
-    apply(&text, &mut options)?;
+    for key in apply(&text, &mut options)? {
+        log::warn!(
+            "runtime config: unknown key {key:?} ignored (wren reads the keys of \
+             containerd.runc.v1.Options, such as BinaryName, Root, SystemdCgroup)"
+        );
+    }
     Ok(options)
 }
 
-/// Sets the options named by the top-level `key = value` lines of `toml`.
-fn apply(toml: &str, options: &mut RuntimeOptions) -> Result<(), ConfigError> {
+/// Sets the options named by the top-level `key = value` lines of `toml`; returns the keys
+/// that name no option.
+fn apply(toml: &str, options: &mut RuntimeOptions) -> Result<Vec<String>, ConfigError> {
+    let mut unknown = Vec::new();
     for (index, raw) in toml.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -66,9 +74,18 @@ fn apply(toml: &str, options: &mut RuntimeOptions) -> Result<(), ConfigError> {
         let (key, value) = line.split_once('=').ok_or_else(syntax)?;
         let key = key.trim().trim_matches('"');
         let value = Value::parse(value.trim()).ok_or_else(syntax)?;
-        set(options, key, &value)?;
+        if set(options, key, &value)? == Key::Unknown {
+            unknown.push(key.to_owned());
+        }
     }
-    Ok(())
+    Ok(unknown)
+}
+
+/// Whether a key named an option.
+#[derive(Debug, PartialEq, Eq)]
+enum Key {
+    Known,
+    Unknown,
 }
 
 /// A TOML scalar, as far as runtime options need them.
@@ -133,8 +150,9 @@ fn only_comment(tail: &str) -> bool {
     tail.is_empty() || tail.starts_with('#')
 }
 
-/// Sets the option `key` names; keys of other consumers (`TypeUrl`, `ConfigPath`) are ignored.
-fn set(options: &mut RuntimeOptions, key: &str, value: &Value) -> Result<(), ConfigError> {
+/// Sets the option `key` names; keys of other consumers (`TypeUrl`, `ConfigPath`) are known
+/// and ignored.
+fn set(options: &mut RuntimeOptions, key: &str, value: &Value) -> Result<Key, ConfigError> {
     let wrong = |expected| ConfigError::Value {
         key: key.to_owned(),
         expected,
@@ -155,7 +173,7 @@ fn set(options: &mut RuntimeOptions, key: &str, value: &Value) -> Result<(), Con
             return Err(wrong("a string"));
         };
         field.clone_from(text);
-        return Ok(());
+        return Ok(Key::Known);
     }
     let flag_field = match normalized.as_str() {
         "systemdcgroup" => Some(&mut options.systemd_cgroup),
@@ -168,7 +186,7 @@ fn set(options: &mut RuntimeOptions, key: &str, value: &Value) -> Result<(), Con
             return Err(wrong("true or false"));
         };
         *field = *flag;
-        return Ok(());
+        return Ok(Key::Known);
     }
     let id_field = match normalized.as_str() {
         "iouid" => Some(&mut options.io_uid),
@@ -181,8 +199,12 @@ fn set(options: &mut RuntimeOptions, key: &str, value: &Value) -> Result<(), Con
             _ => None,
         };
         *field = id.ok_or_else(|| wrong("a uid or gid"))?;
+        return Ok(Key::Known);
     }
-    Ok(())
+    Ok(match normalized.as_str() {
+        "typeurl" | "configpath" => Key::Known,
+        _ => Key::Unknown,
+    })
 }
 
 #[cfg(test)]
@@ -191,8 +213,17 @@ mod tests {
 
     fn parsed(toml: &str) -> RuntimeOptions {
         let mut options = RuntimeOptions::default();
-        apply(toml, &mut options).unwrap();
+        let unknown = apply(toml, &mut options).unwrap();
+        assert_eq!(unknown, Vec::<String>::new(), "{toml}");
         options
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let mut options = RuntimeOptions::default();
+        let unknown = apply("SystemdCgroups = true\nRoot = \"/r\"\n", &mut options).unwrap();
+        assert_eq!(unknown, ["SystemdCgroups"]);
+        assert!(!options.systemd_cgroup);
     }
 
     #[test]
