@@ -9,8 +9,10 @@ pub mod containerd;
 pub mod cri;
 pub mod leaks;
 pub mod skip;
+pub mod version;
 
 pub use bundle::{busybox_rootfs, unique_id, Bundle};
 pub use containerd::{Containerd, Runtime};
 pub use leaks::{is_zombie, live_processes, open_fds, workspace_bin, ProcInfo};
 pub use skip::{is_root, skip};
+pub use version::ContainerdVersion;
