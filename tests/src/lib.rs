@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod containerd;
 pub mod cri;
+pub mod docker;
 pub mod leaks;
 pub mod skip;
 pub mod version;

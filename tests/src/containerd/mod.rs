@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use cleanup::shim_socket_path;
+pub(crate) use cleanup::{mounts_under, unmount};
 pub use events::{Event, EventLog};
 pub use process::{output_text, run_with_deadline, run_with_input};
 pub use scenario::{sha256_hex, SpecOptions, StreamedOutput};
