@@ -290,14 +290,17 @@ impl CriContainerd {
         for recipe in [pause, workload] {
             let archive = build_image_archive(&self.dir.path().join("images"), recipe);
             let archive = archive.display().to_string();
-            self.ctr_ok(&[
-                "images",
-                "import",
-                "--all-platforms",
-                "--snapshotter",
-                "native",
-                &archive,
-            ]);
+            // ctr 2.x imports through the transfer service, which unpacks only for the
+            // snapshotters of its own config ("no unpack platforms defined" for `native`);
+            // `--local` imports client-side as 1.x does.
+            let platforms: &[&str] = match self.version.config_format() {
+                ConfigFormat::V2 => &["--all-platforms"],
+                ConfigFormat::V3 => &["--local", "--all-platforms"],
+            };
+            let mut import = vec!["images", "import", "--snapshotter", "native"];
+            import.extend(platforms);
+            import.push(&archive);
+            self.ctr_ok(&import);
         }
     }
 }
