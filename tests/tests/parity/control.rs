@@ -73,8 +73,10 @@ pub fn oom_is_published_once_before_exit(rt: Runtime) {
     let mut run = cd.run_command(&flags, &id, &["tail", "/dev/zero"]);
     let output = run_with_deadline(run.stdin(Stdio::null()), CTR_DEADLINE);
     assert_eq!(output.status.code(), Some(137), "{}", output_text(&output));
-    // `ctr run --rm` returns after the delete; the event may still be in flight.
+    // `ctr run --rm` returns after the delete; the events may still be in flight, and from
+    // 2.x on `/tasks/delete` may even come after `/containers/delete`.
     events.wait_for("/containers/delete", |body| body["id"] == id.as_str());
+    events.wait_for("/tasks/delete", |body| body["container_id"] == id.as_str());
     let expected = [
         "/tasks/create",
         "/tasks/start",
