@@ -139,6 +139,14 @@ fn detached_container_lifecycle(rt: DockerRuntime) {
     ));
     docker.wait_for(&name, "{{.State.Status}}", "running");
     wait_for_logs(&docker, &name);
+    // Docker gives the Go shim runc's root under its exec root; wren's root came from the
+    // options file daemon.json names (`ConfigPath`).
+    let state = docker.runc_state(rt, &docker.inspect(&name, "{{.Id}}"));
+    assert!(
+        state.join("state.json").is_file(),
+        "no runc state at {}",
+        state.display()
+    );
 
     let output = docker.docker(&["exec", &name, "sh", "-c", "echo from exec; exit 5"]);
     assert_eq!(output.status.code(), Some(5), "{}", output_text(&output));

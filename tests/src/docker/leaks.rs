@@ -6,13 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::Dockerd;
+use super::{DockerRuntime, Dockerd};
 use crate::containerd::{mounts_under, unmount, STATE_DEADLINE};
 
 impl Dockerd {
     /// The runc root wren's options file names.
     pub(super) fn wren_runc_root(&self) -> PathBuf {
         self.run_dir().join("runtime-wren")
+    }
+
+    /// Where runc keeps the state of container `id` (Docker's full id) run on `rt`.
+    pub fn runc_state(&self, rt: DockerRuntime, id: &str) -> PathBuf {
+        let root = match rt {
+            DockerRuntime::Runc => self.exec_root().join("runtime-runc"),
+            DockerRuntime::Wren => self.wren_runc_root(),
+        };
+        root.join(self.containerd.namespace()).join(id)
     }
 
     /// The runc roots of both runtimes: Docker gives runc `<exec-root>/runtime-runc`;
