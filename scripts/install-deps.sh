@@ -19,6 +19,9 @@ fi
 # Debian's containerd package may start a system daemon; wren's tests never use it (each test
 # runs a private containerd), so it is left as it is.
 
+# containerd 1.7 and 2.1 and Docker 26, unpacked beside the system's 1.6 (not installed).
+"$(dirname "$0")"/install-newer-deps.sh
+
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"

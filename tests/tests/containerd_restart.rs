@@ -9,7 +9,9 @@ use wren_tests::{Containerd, Runtime};
 wren_tests::per_runtime!(task_survives_containerd_restart, killed_shim_is_cleaned_up);
 
 /// containerd dies with SIGKILL while a task runs; after a restart it reconnects to the
-/// shim (1.6 re-dials `<bundle>/address`) and the task can be listed, killed and waited on.
+/// shim (1.x re-dials `<bundle>/address`, 2.x `<bundle>/bootstrap.json`) and the task can be
+/// listed, killed and waited on. From 1.7 on containerd deletes a reloaded task whose shim
+/// lists no processes, so the task still being there shows the shim answered `Pids`.
 fn task_survives_containerd_restart(rt: Runtime) {
     let mut cd = Containerd::start(rt);
     let id = cd.new_id("restart");

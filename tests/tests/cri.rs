@@ -1,11 +1,12 @@
 //! Kubernetes: pods run through containerd's CRI plugin with a shim as RuntimeClass handler.
 //!
-//! Each test starts a private containerd 1.6 with CRI enabled ([`CriContainerd`]), imports a
-//! pause and a busybox image built on the spot, and drives `runtime.v1.RuntimeService` over
-//! the unix socket the way kubelet does: a host-network pod, two containers (one printing and
-//! exiting with a known code, one long-running), ExecSync, the CRI log files written through
-//! the shim's FIFOs, ContainerStatus, ContainerStats, then teardown. The whole pod must be
-//! served by ONE shim process (docs/protocol.md §1.6: grouping by `io.kubernetes.cri.sandbox-id`),
+//! Each test starts a private containerd with CRI enabled ([`CriContainerd`]; 1.6, or the
+//! release `WREN_CONTAINERD` names), imports a pause and a busybox image built on the spot,
+//! and drives `runtime.v1.RuntimeService` over the unix socket the way kubelet does: a
+//! host-network pod, two containers (one printing and exiting with a known code, one
+//! long-running), ExecSync, the CRI log files written through the shim's FIFOs,
+//! ContainerStatus, ContainerStats, then teardown. The whole pod must be served by ONE shim
+//! process (docs/protocol.md §1.6: grouping by `io.kubernetes.cri.sandbox-id`),
 //! and nothing may be left behind.
 //!
 //! The scenario runs once per handler: `runc` (containerd's Go shim, the reference) and `wren`
@@ -50,12 +51,14 @@ const POLL_DEADLINE: Duration = Duration::from_secs(30);
 #[test]
 fn runc_handler_pod_lifecycle() {
     wren_tests::require_root!();
+    wren_tests::require_containerd!();
     pod_lifecycle(Handler::Runc);
 }
 
 #[test]
 fn wren_handler_pod_lifecycle() {
     wren_tests::require_root!();
+    wren_tests::require_containerd!();
     pod_lifecycle(Handler::Wren);
 }
 

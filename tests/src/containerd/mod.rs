@@ -1,4 +1,5 @@
-//! A private containerd 1.6 per test, driven by `ctr`.
+//! A private containerd per test, driven by `ctr`: the release `WREN_CONTAINERD` names
+//! (1.6, 1.7 or 2.1; see [`crate::version`]), with that release's own `ctr` and Go shim.
 //!
 //! Every [`Containerd`] has its own root, state, config, log, FIFO dir and busybox rootfs
 //! under a temp dir, its sockets under `/run/wren-test/<pid>-<n>/` (unix socket paths are
@@ -8,6 +9,7 @@
 //! or its shims left behind; [`Containerd::assert_no_leaks`] is the check a test ends with.
 
 mod cleanup;
+mod config;
 mod events;
 mod process;
 mod scenario;
@@ -20,12 +22,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use cleanup::shim_socket_path;
+pub(crate) use cleanup::{mounts_under, unmount};
 pub use events::{Event, EventLog};
 pub use process::{output_text, run_with_deadline, run_with_input};
 pub use scenario::{sha256_hex, SpecOptions, StreamedOutput};
 
 use crate::bundle::busybox_rootfs;
 use crate::unique_id;
+use crate::version::ContainerdVersion;
 
 /// How long a single `ctr` invocation may take before the test calls it hung.
 pub const CTR_DEADLINE: Duration = Duration::from_secs(120);
@@ -66,6 +70,7 @@ impl Runtime {
 #[derive(Debug)]
 pub struct Containerd {
     runtime: Runtime,
+    version: ContainerdVersion,
     /// More directories containerd looks for shim binaries in (other runtimes under test).
     extra_shim_dirs: Vec<PathBuf>,
     namespace: String,
@@ -102,6 +107,7 @@ impl Containerd {
         fs::create_dir_all(dir.path().join("fifo")).expect("create fifo dir");
         let mut containerd = Self {
             runtime,
+            version: ContainerdVersion::from_env(),
             extra_shim_dirs: shim_dirs,
             namespace: unique_id("wt"),
             address: socket_dir.join("containerd.sock"),
@@ -119,6 +125,11 @@ impl Containerd {
     /// The runtime under test.
     pub fn runtime(&self) -> Runtime {
         self.runtime
+    }
+
+    /// The containerd release this instance runs.
+    pub fn version(&self) -> ContainerdVersion {
+        self.version
     }
 
     /// containerd's gRPC socket.
@@ -175,7 +186,7 @@ impl Containerd {
 
     /// A `ctr` command with `--address` and `--namespace` set.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.version.binary("ctr"));
         cmd.arg("--address")
             .arg(&self.address)
             .args(["--namespace", &self.namespace])
@@ -249,51 +260,13 @@ impl Containerd {
         daemon.wait().expect("reap containerd");
     }
 
-    fn write_config(&self) {
-        let root = self.dir.path().join("root");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-# CRI needs CNI and images; the snapshotters below need kernel features or tools this
-# host lacks. `ctr run --rootfs` uses no snapshotter at all.
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{address}"
-
-[debug]
-  level = "debug"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = root.display(),
-            state = self.state_dir().display(),
-            address = self.address.display(),
-            opt = self.dir.path().join("opt").display(),
-        );
-        fs::write(self.dir.path().join("config.toml"), config).expect("write containerd config");
-    }
-
     fn spawn_daemon(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("open containerd log");
-        let mut cmd = Command::new("containerd");
+        let mut cmd = Command::new(self.version.binary("containerd"));
         cmd.arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null())
@@ -305,17 +278,7 @@ disabled_plugins = [
             .into_iter()
             .chain(self.extra_shim_dirs.iter().cloned())
             .collect();
-        if !shim_dirs.is_empty() {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            let joined = std::env::join_paths(
-                shim_dirs
-                    .iter()
-                    .cloned()
-                    .chain(std::env::split_paths(&path)),
-            )
-            .expect("shim dirs hold no ':'");
-            cmd.env("PATH", joined);
-        }
+        cmd.env("PATH", self.version.daemon_path(&shim_dirs));
         self.daemon = Some(cmd.spawn().expect("spawn containerd"));
         self.wait_until_ready();
     }
@@ -365,6 +328,7 @@ macro_rules! per_runtime {
                 #[test]
                 fn $scenario() {
                     $crate::require_root!();
+                    $crate::require_containerd!();
                     super::$scenario($crate::containerd::Runtime::Go);
                 }
             )*
@@ -374,6 +338,7 @@ macro_rules! per_runtime {
                 #[test]
                 fn $scenario() {
                     $crate::require_root!();
+                    $crate::require_containerd!();
                     super::$scenario($crate::containerd::Runtime::Wren);
                 }
             )*

@@ -1,4 +1,5 @@
-//! A private containerd 1.6 with its CRI plugin enabled, as a kubelet's node would run it.
+//! A private containerd with its CRI plugin enabled, as a kubelet's node would run it: the
+//! release `WREN_CONTAINERD` names (1.6 or 2.1 in CI; see [`crate::version`]).
 //!
 //! Unlike [`crate::Containerd`] (CRI disabled, containers from `ctr run --rootfs`), this one
 //! serves `runtime.v1.RuntimeService` and `ImageService` on its socket, stores images with
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use image::{build_image_archive, ImageRecipe};
 
 use crate::containerd::{output_text, run_with_deadline, CTR_DEADLINE, STATE_DEADLINE};
+use crate::version::{ConfigFormat, ContainerdVersion};
 
 /// The containerd namespace the CRI plugin keeps everything in.
 pub const K8S_NAMESPACE: &str = "k8s.io";
@@ -64,6 +66,7 @@ impl Handler {
 /// A private containerd with the CRI plugin, stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct CriContainerd {
+    version: ContainerdVersion,
     dir: tempfile::TempDir,
     socket_dir: PathBuf,
     address: PathBuf,
@@ -96,6 +99,7 @@ impl CriContainerd {
             fs::create_dir_all(dir.path().join(sub)).expect("create containerd dirs");
         }
         let mut containerd = Self {
+            version: ContainerdVersion::from_env(),
             address: socket_dir.join("containerd.sock"),
             socket_dir,
             cgroup_parent: format!("/{name}"),
@@ -135,7 +139,7 @@ impl CriContainerd {
 
     /// Runs `ctr -n k8s.io args…` against this containerd; panics unless it succeeds.
     pub fn ctr_ok(&self, args: &[&str]) -> String {
-        let mut ctr = Command::new("ctr");
+        let mut ctr = Command::new(self.version.binary("ctr"));
         ctr.arg("--address")
             .arg(&self.address)
             .args(["--namespace", K8S_NAMESPACE])
@@ -191,7 +195,11 @@ impl CriContainerd {
     }
 
     fn write_config(&self) {
-        let config = include_str!("config.toml")
+        let template = match self.version.config_format() {
+            ConfigFormat::V2 => include_str!("config.toml"),
+            ConfigFormat::V3 => include_str!("config-v3.toml"),
+        };
+        let config = template
             .replace(
                 "@ROOT@",
                 &self.dir.path().join("root").display().to_string(),
@@ -226,17 +234,21 @@ impl CriContainerd {
     fn spawn_daemon(&mut self, handler: Handler) {
         let log = fs::File::create(self.dir.path().join("containerd.log"))
             .expect("create containerd log");
-        let mut cmd = Command::new("containerd");
+        let mut cmd = Command::new(self.version.binary("containerd"));
         cmd.arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null());
         cmd.stdout(log.try_clone().expect("dup log fd")).stderr(log);
+        let mut shim_dirs = Vec::new();
         if handler == Handler::Wren {
             let shim = crate::workspace_bin(handler.shim_binary());
-            let shim_dir = shim.parent().expect("binary has a parent dir");
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", shim_dir.display()));
+            shim_dirs.push(
+                shim.parent()
+                    .expect("binary has a parent dir")
+                    .to_path_buf(),
+            );
         }
+        cmd.env("PATH", self.version.daemon_path(&shim_dirs));
         self.daemon = Some(cmd.spawn().expect("spawn containerd"));
         self.wait_until_ready();
     }
@@ -244,7 +256,7 @@ impl CriContainerd {
     fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + STATE_DEADLINE;
         loop {
-            let mut ctr = Command::new("ctr");
+            let mut ctr = Command::new(self.version.binary("ctr"));
             ctr.arg("--address")
                 .arg(&self.address)
                 .arg("version")
@@ -278,14 +290,17 @@ impl CriContainerd {
         for recipe in [pause, workload] {
             let archive = build_image_archive(&self.dir.path().join("images"), recipe);
             let archive = archive.display().to_string();
-            self.ctr_ok(&[
-                "images",
-                "import",
-                "--all-platforms",
-                "--snapshotter",
-                "native",
-                &archive,
-            ]);
+            // ctr 2.x imports through the transfer service, which unpacks only for the
+            // snapshotters of its own config ("no unpack platforms defined" for `native`);
+            // `--local` imports client-side as 1.x does.
+            let platforms: &[&str] = match self.version.config_format() {
+                ConfigFormat::V2 => &["--all-platforms"],
+                ConfigFormat::V3 => &["--local", "--all-platforms"],
+            };
+            let mut import = vec!["images", "import", "--snapshotter", "native"];
+            import.extend(platforms);
+            import.push(&archive);
+            self.ctr_ok(&import);
         }
     }
 }

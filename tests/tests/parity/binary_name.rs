@@ -12,6 +12,9 @@ use crate::logging::write_executable;
 /// crun's refusal of a cgroup v1 hybrid layout (a host limit, not a shim failure).
 const CRUN_REFUSES_HYBRID: &str = "cgroups in hybrid mode not supported";
 
+/// What Debian 12's crun (1.8) says to the newer OCI spec version ctr 2.x writes.
+const CRUN_REFUSES_SPEC_VERSION: &str = "unknown version specified";
+
 /// A wrapper that records each call and hands it to runc.
 pub fn wrapper_script_as_binary_name(rt: Runtime) {
     let cd = Containerd::start(rt);
@@ -40,21 +43,27 @@ pub fn wrapper_script_as_binary_name(rt: Runtime) {
     cd.assert_no_leaks();
 }
 
-/// crun in place of runc: it works, or (on a cgroup v1 hybrid host) refuses the layout with a
-/// clear error that leaves nothing behind.
+/// crun in place of runc: it works, or (on a cgroup v1 hybrid host, or given a spec version
+/// newer than it knows) refuses with a clear error that leaves nothing behind.
 pub fn crun_as_binary_name(rt: Runtime) {
     let cd = Containerd::start(rt);
     let id = cd.new_id("crun");
     let output = run_with_binary(&cd, &id, "crun");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() && stderr.contains(CRUN_REFUSES_HYBRID) {
+    let refusal = [
+        (CRUN_REFUSES_HYBRID, "this host's hybrid cgroup layout"),
+        (
+            CRUN_REFUSES_SPEC_VERSION,
+            "the OCI spec version of this ctr",
+        ),
+    ]
+    .into_iter()
+    .find(|(needle, _)| stderr.contains(needle));
+    if let (false, Some((_, what))) = (output.status.success(), refusal) {
         crate::visible_skip(
             rt,
             "crun_as_binary_name",
-            &format!(
-                "crun refuses this host's hybrid cgroup layout: {}",
-                stderr.trim()
-            ),
+            &format!("crun refuses {what}: {}", stderr.trim()),
         );
         cd.remove_container_record(&id);
     } else {

@@ -31,9 +31,11 @@ pub fn exec(cd: &Containerd, exec_id: &str, id: &str, cmd: &[&str]) -> Output {
 
 /// Whether `ctr task ps <id>` lists a process of exec `exec_id`.
 pub fn exec_is_listed(cd: &Containerd, id: &str, exec_id: &str) -> bool {
-    // ctr prints each exec's details as `&ProcessDetails{ExecID:<id>,…}`.
-    let needle = format!("ExecID:{exec_id},");
-    cd.ctr_ok(&["tasks", "ps", id]).contains(&needle)
+    // ctr 1.x prints each exec's details as `&ProcessDetails{ExecID:<id>,…}`, ctr 2.x as
+    // `exec_id:"<id>"`.
+    let listing = cd.ctr_ok(&["tasks", "ps", id]);
+    listing.contains(&format!("ExecID:{exec_id},"))
+        || listing.contains(&format!("exec_id:\"{exec_id}\""))
 }
 
 /// Waits (bounded) until exec `exec_id` of task `id` shows up in `ctr task ps`.
