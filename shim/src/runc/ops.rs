@@ -357,6 +357,14 @@ pub fn checkpoint(container: &Container, path: &str, options: Option<&Any>) -> R
             AfterCheckpoint::LeaveRunning
         },
     };
+    // runc creates only the last component; a bundle not made by containerd (wrenctl's)
+    // has no `work` directory.
+    if let Err(err) = std::fs::create_dir_all(&work) {
+        log::warn!(
+            "failed to create the criu work directory {}: {err}",
+            work.display()
+        );
+    }
     let result = container.runc.checkpoint(&container.id, &options);
     if work == default_work {
         // Nothing to keep from a default work dir; a failed run leaves criu's log in it.
