@@ -24,6 +24,7 @@ use crate::runc::container::{self, publish, Container};
 use crate::runc::error::Error;
 use crate::runc::exits::ProcRef;
 use crate::runc::process::{ExitRecord, ProcState, Process, StdioPaths};
+use crate::runc::restore;
 use crate::runc::state::{ExecState, InitState, Op};
 use crate::runc::Shared;
 
@@ -45,6 +46,9 @@ pub fn start_init(shared: &Shared, container: &Arc<Container>) -> Result<u32, Er
     let init = &container.init;
     let _ops = init.lock_ops();
     init.check(Op::Start).map_err(transition(&container.id))?;
+    if let Some(criu) = container.pending_restore() {
+        return restore::start(shared, container, criu);
+    }
     let proc_ref = ProcRef {
         container: Arc::clone(container),
         process: Arc::clone(init),
@@ -408,7 +412,7 @@ pub fn pids(container: &Container) -> Result<Vec<ProcessInfo>, Error> {
 
 /// Stats: the cgroup located at Create, read now.
 pub fn stats(container: &Container) -> Result<Stats, Error> {
-    let cgroup = container.cgroup.as_ref().ok_or_else(|| Error::NoCgroup {
+    let cgroup = container.cgroup().ok_or_else(|| Error::NoCgroup {
         id: container.id.clone(),
     })?;
     cgroup.stats().map_err(|source| Error::Stats {
