@@ -76,6 +76,10 @@ pub fn checkpoint(ctl: &Ctl, args: &CheckpointArgs) -> Result<()> {
     let shim = Shim::attach(ctl.shim_config(&record), record.address()).with_context(|| {
         format!("the shim of {id} does not answer (delete it with `wrenctl delete {id}`)")
     })?;
+    // containerd gives every bundle a `work` directory and shims keep CRIU's work files in
+    // it (containerd's own shim fails without it).
+    let work = record.bundle.join("work");
+    std::fs::create_dir_all(&work).with_context(|| format!("work dir {}", work.display()))?;
     // The shim runs elsewhere (its cwd is the bundle): it needs an absolute path.
     std::fs::create_dir_all(&args.image_path)
         .with_context(|| format!("image path {}", args.image_path.display()))?;
