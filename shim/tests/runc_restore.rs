@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use protobuf::MessageField;
 use runc_support::{
-    code_of, create_request, ctx, delete, kill_task, shutdown, start, state, wait, Fifos, Harness,
+    code_of, create_request, ctx, delete, exec, kill_task, shutdown, start, state, wait, Fifos,
+    Harness,
 };
 use wren_shim_protocol::runc::CheckpointOptions;
 use wren_shim_protocol::task::CheckpointTaskRequest;
@@ -72,6 +73,11 @@ fn restore_of_a_bad_image_fails_at_start_and_leaves_nothing() {
     );
     let after = state(&shim, &task.id, "").unwrap();
     assert_eq!(after.status.enum_value(), Ok(Status::CREATED));
+    // Nothing to exec in before the restore.
+    assert_eq!(
+        code_of(exec(&shim, &task, "e1", &["true"], None)),
+        ttrpc::Code::FAILED_PRECONDITION
+    );
 
     assert_eq!(delete(&shim, &task.id, "").unwrap().pid, 0);
     let events = harness.events_until_delete(&task.id);

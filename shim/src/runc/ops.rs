@@ -85,6 +85,12 @@ pub fn add_exec(
         .init
         .check(Op::Exec)
         .map_err(transition(&container.id))?;
+    if container.pending_restore().is_some() {
+        // No runc container exists before the restore (containerd's shim refuses too).
+        return Err(Error::InitNotRunning {
+            id: container.id.clone(),
+        });
+    }
     let spec = exec_spec(exec_id, spec, stdio.terminal)?;
     let pid_file = container.bundle.join(format!("{exec_id}.pid"));
     container.add_exec(Process::exec(exec_id, stdio, spec, pid_file))?;
