@@ -79,10 +79,20 @@ fn remove(state: &Path, name: &str) {
     assert!(out.status.success(), "delete {name}: {}", text(&out.stderr));
 }
 
+/// wrenctl's state holds unix sockets: keep it on /run's tmpfs, as the VM lane's /tmp (a 9p
+/// share) cannot hold them.
+fn socket_capable_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wren-wrenctl-")
+        .tempdir_in("/run")
+        .unwrap()
+}
+
 fn checkpoint_then_restore_keeps_counting(shim: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = wren_tests::busybox_rootfs(tmp.path());
-    let state = tmp.path().join("state");
+    let state_dir = socket_capable_dir();
+    let state = state_dir.path().join("state");
     let image = tmp.path().join("image");
     run_counter(&state, shim, &rootfs, "count", None);
     numbers(&state, "count", 3);

@@ -113,10 +113,15 @@ fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
     let last = *numbers(&log, 0).last().expect("numbers before the dump");
     cd.kill_and_remove(&id);
 
-    let state = cd.scratch("wrenctl");
+    // wrenctl's state holds unix sockets: /run's tmpfs, as the VM lane's /tmp (9p) cannot.
+    let state_dir = tempfile::Builder::new()
+        .prefix("wren-wrenctl-")
+        .tempdir_in("/run")
+        .unwrap();
+    let state = state_dir.path();
     let restored_id = format!("{id}-restored");
     let run = wrenctl(
-        &state,
+        state,
         &[
             "run",
             "-d",
@@ -138,7 +143,7 @@ fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
         restored.windows(2).all(|w| w[1] == w[0] + 1),
         "{restored:?}"
     );
-    let removed = wrenctl(&state, &["delete", "-f", &restored_id]);
+    let removed = wrenctl(state, &["delete", "-f", &restored_id]);
     assert!(removed.status.success(), "{}", output_text(&removed));
     cd.assert_no_leaks();
 }
