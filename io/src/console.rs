@@ -76,6 +76,21 @@ pub enum ConsoleError {
     Resize(#[source] io::Error),
 }
 
+/// Where console socket directories go unless the caller says otherwise: `$XDG_RUNTIME_DIR`
+/// when set, else the system temporary directory, as containerd's runc shim chooses. The
+/// temporary directory cannot always hold sockets (a 9p or virtiofs share in a VM), and
+/// whoever sets `XDG_RUNTIME_DIR` says where they can go.
+pub fn default_dir() -> PathBuf {
+    dir_for(std::env::var_os("XDG_RUNTIME_DIR"))
+}
+
+/// [`default_dir`] for a given `XDG_RUNTIME_DIR` value; an empty one counts as unset.
+fn dir_for(runtime_dir: Option<std::ffi::OsString>) -> PathBuf {
+    runtime_dir
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
 /// A listening unix socket in a private 0700 directory; its path is what
 /// `runc --console-socket` takes. Dropping it removes the directory.
 #[derive(Debug)]
@@ -89,8 +104,11 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     /// Creates the socket in a fresh directory under `base` (e.g. `$XDG_RUNTIME_DIR`).
     pub fn new_in(base: &Path) -> Result<Self, ConsoleError> {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile's default is 0777 less the umask: only the owner may reach the socket.
         let dir = tempfile::Builder::new()
             .prefix("wren-pty")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .map_err(|source| ConsoleError::CreateDir {
                 base: base.to_owned(),
@@ -98,7 +116,10 @@ impl ConsoleSocket {
             })?;
         let path = dir.path().join("pty.sock");
         let listener = UnixListener::bind(&path)
-            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .and_then(|listener| {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                listener.set_nonblocking(true).map(|()| listener)
+            })
             .map_err(|source| ConsoleError::Listen {
                 path: path.clone(),
                 source,
@@ -110,9 +131,9 @@ impl ConsoleSocket {
         })
     }
 
-    /// Creates the socket under the system temporary directory.
+    /// Creates the socket under [`default_dir`].
     pub fn new() -> Result<Self, ConsoleError> {
-        Self::new_in(&std::env::temp_dir())
+        Self::new_in(&default_dir())
     }
 
     /// The socket path to give runc.
@@ -188,5 +209,38 @@ impl Console {
     /// Another descriptor for the master (for the engine's two directions).
     pub(crate) fn try_clone_master(&self) -> io::Result<OwnedFd> {
         self.master.try_clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dir_wins_over_the_temp_dir() {
+        assert_eq!(
+            dir_for(Some("/run/user/0".into())),
+            Path::new("/run/user/0")
+        );
+        assert_eq!(dir_for(Some("".into())), std::env::temp_dir());
+        assert_eq!(dir_for(None), std::env::temp_dir());
+    }
+
+    #[test]
+    fn socket_is_private_and_removed_with_its_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let socket = ConsoleSocket::new_in(base.path()).unwrap();
+        let dir = socket.path().parent().unwrap().to_owned();
+        assert!(dir.starts_with(base.path()));
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let mode = std::fs::metadata(socket.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(socket);
+        assert!(!dir.exists());
     }
 }

@@ -68,20 +68,20 @@ pub struct IoConfig {
     pub owner: IoOwner,
     /// How long a logging binary gets to signal ready.
     pub logger_ready_timeout: Duration,
-    /// Where console socket directories are made (the reference shim uses
-    /// `$XDG_RUNTIME_DIR`, else `/tmp`).
+    /// Where console socket directories are made ([`crate::console::default_dir`] unless
+    /// the caller chooses).
     pub console_dir: PathBuf,
 }
 
 impl IoConfig {
-    /// A config owned by root, with the default logger timeout and the system temp dir.
+    /// A config owned by root, with the default logger timeout and console directory.
     pub fn new(container_id: impl Into<String>, namespace: impl Into<String>) -> Self {
         Self {
             container_id: container_id.into(),
             namespace: namespace.into(),
             owner: IoOwner::default(),
             logger_ready_timeout: DEFAULT_LOGGER_READY_TIMEOUT,
-            console_dir: std::env::temp_dir(),
+            console_dir: crate::console::default_dir(),
         }
     }
 }

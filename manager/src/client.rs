@@ -128,6 +128,9 @@ pub struct CreateTask {
     pub stderr: String,
     /// runc runtime options, sent as `Any(containerd.runc.v1.Options)`.
     pub options: Option<runc::Options>,
+    /// A checkpoint image directory to restore from ("" to create afresh); the shim
+    /// restores it when the init is started.
+    pub checkpoint: String,
 }
 
 /// Everything `Exec` needs.
@@ -266,6 +269,7 @@ impl TaskClient {
         wire.stdin.clone_from(&req.stdin);
         wire.stdout.clone_from(&req.stdout);
         wire.stderr.clone_from(&req.stderr);
+        wire.checkpoint.clone_from(&req.checkpoint);
         if let Some(options) = &req.options {
             let packed = any::pack(options).map_err(|source| TaskError::Any {
                 method: "Create",

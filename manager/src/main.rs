@@ -44,6 +44,7 @@ fn dispatch() -> Result<i32> {
         Command::Events(ids) => cli::events::events(&ctl, &ids)?,
         Command::Delete { id, force } => manage::delete(&ctl, &id, force)?,
         Command::List => manage::list(&ctl)?,
+        Command::Checkpoint(args) => cli::checkpoint::checkpoint(&ctl, &args)?,
         Command::Help(topic) => {
             let text = topic
                 .as_deref()

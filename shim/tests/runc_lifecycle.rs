@@ -151,13 +151,14 @@ fn empty_shim_answers_not_found_and_shuts_down() {
         ttrpc::Code::NOT_FOUND
     );
 
-    // A restore request is the one thing this shim cannot do: Unimplemented, not NotFound.
+    // A restore from an image that does not exist is bad input, refused at Create.
     let mut restore = create_request(&harness, &task, None);
     restore.checkpoint = harness.tmp.path().join("checkpoint").display().to_string();
     assert_eq!(
         code_of(shim.client.create(ctx(), &restore)),
-        ttrpc::Code::UNIMPLEMENTED
+        ttrpc::Code::INVALID_ARGUMENT
     );
+    assert_eq!(code_of(state(&shim, &task.id, "")), ttrpc::Code::NOT_FOUND);
 
     shutdown(&shim);
     harness.assert_clean(&shim);

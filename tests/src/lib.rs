@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod containerd;
 pub mod cri;
+pub mod criu;
 pub mod docker;
 pub mod leaks;
 pub mod skip;
@@ -14,6 +15,7 @@ pub mod version;
 
 pub use bundle::{busybox_rootfs, unique_id, Bundle};
 pub use containerd::{Containerd, Runtime};
+pub use criu::criu_works;
 pub use leaks::{is_zombie, live_processes, open_fds, workspace_bin, ProcInfo};
 pub use skip::{is_root, skip};
 pub use version::ContainerdVersion;

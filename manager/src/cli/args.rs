@@ -36,6 +36,7 @@ pub enum Command {
         force: bool,
     },
     List,
+    Checkpoint(super::checkpoint::CheckpointArgs),
     Help(Option<String>),
     Version,
     /// No command at all: the usage, as an error.
@@ -57,6 +58,7 @@ pub struct RunArgs {
     pub rootfs: Option<PathBuf>,
     pub rootfs_mount: Option<String>,
     pub shim_log: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
     pub args: Vec<String>,
 }
 
@@ -85,6 +87,7 @@ commands:
   events   print the events of detached containers until Ctrl-C
   delete   remove a stopped container and its shim
   list     list the containers wrenctl knows
+  checkpoint  dump a running container with CRIU (restore: run --checkpoint DIR)
 
 global options:
   --state DIR       state directory (default $WRENCTL_STATE or /run/wrenctl)
@@ -117,6 +120,8 @@ container's output goes to your terminal and wrenctl exits with its exit code.
   --rootfs-mount KIND      with --rootfs: spec (default, root.path = DIR), bind, or overlay
                            (DIR as read-only lower layer, changes kept in the bundle)
   --shim-log FILE          append the shim's log to FILE
+  --checkpoint DIR         restore the image `wrenctl checkpoint` wrote to DIR instead of
+                           starting afresh (same bundle, or rootfs and command, as before)
 
 example: wrenctl run --rm --rootfs /srv/busybox -- sh -c 'echo hi'",
         "exec" => "\
@@ -151,6 +156,7 @@ usage: wrenctl delete [-f] ID
 Deletes a stopped container, shuts its shim down and removes its state. With -f a
 running container is killed first. A shim that died is cleaned up with its delete action.",
         "list" => "usage: wrenctl list\n\nLists the containers in the namespace with their status.",
+        "checkpoint" => super::checkpoint::HELP,
         _ => return None,
     })
 }
@@ -198,6 +204,7 @@ pub fn parse(args: Vec<String>) -> Result<(Global, Command)> {
         "events" => Command::Events(rest),
         "delete" | "rm" => parse_delete(rest)?,
         "list" | "ls" => Command::List,
+        "checkpoint" => Command::Checkpoint(super::checkpoint::parse(rest)?),
         other => bail!("unknown command {other:?}; see `wrenctl --help`"),
     };
     Ok((global, parsed))
@@ -232,6 +239,7 @@ fn parse_run(rest: Vec<String>) -> Result<RunArgs> {
             "--rootfs" => run.rootfs = Some(value(&mut it, "--rootfs")?.into()),
             "--rootfs-mount" => run.rootfs_mount = Some(value(&mut it, "--rootfs-mount")?),
             "--shim-log" => run.shim_log = Some(value(&mut it, "--shim-log")?.into()),
+            "--checkpoint" => run.checkpoint = Some(value(&mut it, "--checkpoint")?.into()),
             other => bail!("run: unexpected {other:?}; see `wrenctl run --help`"),
         }
     }

@@ -1,6 +1,7 @@
 //! wrenctl's commands.
 
 pub mod args;
+pub mod checkpoint;
 pub mod events;
 pub mod manage;
 pub mod options;

@@ -127,6 +127,7 @@ fn run_in(
         rootfs,
         terminal: terminal.enabled(),
         options,
+        checkpoint: checkpoint_dir(args.checkpoint.as_deref())?,
         ..Default::default()
     };
     let outcome = match &record.output_log {
@@ -159,6 +160,16 @@ fn run_in(
     }
     drop(sink);
     Ok(exit_code(exit))
+}
+
+/// The absolute image directory of `--checkpoint` (the shim's cwd is not ours), or "".
+fn checkpoint_dir(dir: Option<&Path>) -> Result<String> {
+    dir.map_or(Ok(String::new()), |dir| {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("checkpoint {}", dir.display()))?;
+        Ok(dir.display().to_string())
+    })
 }
 
 /// Create + start with stdout and stderr appended to `log`, for a detached run.

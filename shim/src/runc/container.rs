@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use protobuf::well_known_types::any::Any;
@@ -11,7 +11,8 @@ use protobuf::MessageField;
 use wren_cgroups::{Cgroup, OomError, OomWatcher};
 use wren_io::{IoConfig, IoOwner, PreparedIo};
 use wren_runc_driver::{
-    CgroupDriver, CreateOptions, DeleteMode, ErrorKind, Runc, RuncConfig, Stdio as RuncStdio,
+    CgroupDriver, CreateOptions, CriuOptions, DeleteMode, ErrorKind, Runc, RuncConfig,
+    Stdio as RuncStdio,
 };
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskIO};
 use wren_shim_protocol::timestamp::to_timestamp;
@@ -22,13 +23,14 @@ use crate::runc::exits::ProcRef;
 use crate::runc::mount::{self, RootfsMount};
 use crate::runc::options::RuntimeOptions;
 use crate::runc::process::{ExitRecord, ProcState, Process, Snapshot, StdioPaths};
+use crate::runc::restore;
 use crate::runc::spawn::ReapedSpawner;
 use crate::runc::state::{InitState, Op};
 use crate::runc::Shared;
 
 /// How long Create waits for runc to hand over the pty master (runc has already exited by
 /// then, so it is in the socket's queue or never coming).
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The drain budget of Delete: background children holding stdout must not stall it, and it
 /// is separate from the cleanup that follows (containerd#13377).
 pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,10 +66,14 @@ pub struct Container {
     pub runc: Runc,
     pub options: RuntimeOptions,
     pub rootfs: Rootfs,
-    pub cgroup: Option<Cgroup>,
+    /// Located once the init runs: at Create, or at the Start that restores it.
+    cgroup: OnceLock<Cgroup>,
     pub exit_policy: ExitPolicy,
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The `runc restore` a checkpointed init still waits for: Start runs it, as containerd's
+    /// shim does, so the restored process's exit can only follow TaskStart.
+    pending_restore: Mutex<Option<CriuOptions>>,
 }
 
 /// The parts of `CreateTaskRequest` Create uses.
@@ -78,6 +84,7 @@ pub struct CreateRequest {
     pub mounts: Vec<RootfsMount>,
     pub stdio: StdioPaths,
     pub checkpoint: String,
+    pub parent_checkpoint: String,
     pub options: Option<Any>,
 }
 
@@ -95,6 +102,68 @@ pub fn rootfs_mounts(mounts: &[Mount]) -> Vec<RootfsMount> {
 }
 
 impl Container {
+    /// A container around `init`, with no cgroup located yet and nothing to restore.
+    pub fn assemble(
+        request: &CreateRequest,
+        runc: Runc,
+        options: RuntimeOptions,
+        rootfs: Rootfs,
+        init: Arc<Process>,
+    ) -> Self {
+        Self {
+            id: request.id.clone(),
+            bundle: request.bundle.clone(),
+            runc,
+            options,
+            rootfs,
+            cgroup: OnceLock::new(),
+            exit_policy: exit_policy(&request.bundle),
+            init,
+            execs: Mutex::default(),
+            pending_restore: Mutex::default(),
+        }
+    }
+
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.get()
+    }
+
+    /// Locates the init's cgroup (once) and watches it for OOM kills right away (an OOM
+    /// between create and start is not missed). Neither is fatal: the container runs, Stats
+    /// reports NotFound.
+    pub fn locate_cgroup(&self, shared: &Shared, pid: u32) {
+        let cgroup = match Cgroup::for_pid(pid) {
+            Ok(cgroup) => cgroup,
+            Err(err) => {
+                log::warn!(
+                    "failed to locate the cgroup of {} (pid {pid}): {err}",
+                    self.id
+                );
+                return;
+            }
+        };
+        if let Err(err) = shared.oom.watch(&self.id, &cgroup) {
+            log::warn!("failed to watch {} for oom kills: {err}", self.id);
+        }
+        let _ = self.cgroup.set(cgroup);
+    }
+
+    fn lock_restore(&self) -> MutexGuard<'_, Option<CriuOptions>> {
+        // Only assignments happen under this lock.
+        self.pending_restore
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The restore Start must run, if the init still waits for one.
+    pub fn pending_restore(&self) -> Option<CriuOptions> {
+        self.lock_restore().clone()
+    }
+
+    pub fn set_pending_restore(&self, restore: Option<CriuOptions>) {
+        *self.lock_restore() = restore;
+    }
+
     fn lock_execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
         // Only inserts, removals and lookups happen under this lock.
         self.execs.lock().unwrap_or_else(PoisonError::into_inner)
@@ -160,7 +229,7 @@ impl Container {
 
     /// Stops the OOM watch with a final read; an unwatched container is fine.
     pub fn stop_oom_watch(&self, oom: &OomWatcher) {
-        if self.cgroup.is_none() {
+        if self.cgroup.get().is_none() {
             return;
         }
         match oom.unwatch(&self.id) {
@@ -236,9 +305,6 @@ pub fn create(shared: &Shared, request: &CreateRequest) -> Result<Arc<Container>
 
 fn create_reserved(shared: &Shared, request: &CreateRequest) -> Result<Arc<Container>, Error> {
     let id = &request.id;
-    if !request.checkpoint.is_empty() {
-        return Err(Error::RestoreUnsupported { id: id.clone() });
-    }
     let options =
         RuntimeOptions::from_any(request.options.as_ref()).map_err(|source| Error::Options {
             id: id.clone(),
@@ -260,7 +326,11 @@ fn create_reserved(shared: &Shared, request: &CreateRequest) -> Result<Arc<Conta
         })?;
         Rootfs::Mounted(path)
     };
-    let created = run_create(shared, request, options, rootfs.clone());
+    let created = if request.checkpoint.is_empty() {
+        run_create(shared, request, options, rootfs.clone())
+    } else {
+        restore::create(shared, request, options, rootfs.clone())
+    };
     if created.is_err() {
         if let Rootfs::Mounted(path) = &rootfs {
             if let Err(err) = mount::unmount_recursive(path) {
@@ -304,19 +374,10 @@ fn run_create(
             });
         }
     };
-    let cgroup = locate_cgroup(shared, id, pid);
     let init = Arc::new(Process::init(id, request.stdio.clone(), pid, Some(io)));
-    let container = Arc::new(Container {
-        id: id.clone(),
-        bundle: request.bundle.clone(),
-        runc,
-        options,
-        rootfs,
-        cgroup,
-        exit_policy: exit_policy(&request.bundle),
-        init: Arc::clone(&init),
-        execs: Mutex::default(),
-    });
+    let container = Container::assemble(request, runc, options, rootfs, Arc::clone(&init));
+    container.locate_cgroup(shared, pid);
+    let container = Arc::new(container);
     shared.publish_ready(&container);
     publish(shared, &task_create(request, pid));
     guard.started(ProcRef {
@@ -347,7 +408,7 @@ fn create_options(
     }
 }
 
-fn prepare_io(
+pub fn prepare_io(
     shared: &Shared,
     id: &str,
     stdio: &StdioPaths,
@@ -373,23 +434,7 @@ pub fn to_io_stdio(stdio: &StdioPaths) -> wren_io::Stdio {
     }
 }
 
-/// Locates the init's cgroup and watches it for OOM kills right away (an OOM between create
-/// and start is not missed). Neither is fatal: the container runs, Stats reports NotFound.
-fn locate_cgroup(shared: &Shared, id: &str, pid: u32) -> Option<Cgroup> {
-    let cgroup = match Cgroup::for_pid(pid) {
-        Ok(cgroup) => cgroup,
-        Err(err) => {
-            log::warn!("failed to locate the cgroup of {id} (pid {pid}): {err}");
-            return None;
-        }
-    };
-    if let Err(err) = shared.oom.watch(id, &cgroup) {
-        log::warn!("failed to watch {id} for oom kills: {err}");
-    }
-    Some(cgroup)
-}
-
-fn task_create(request: &CreateRequest, pid: u32) -> TaskCreate {
+pub fn task_create(request: &CreateRequest, pid: u32) -> TaskCreate {
     let mut event = TaskCreate::new();
     event.container_id.clone_from(&request.id);
     event.bundle = request.bundle.to_string_lossy().into_owned();
@@ -434,7 +479,8 @@ pub fn delete(shared: &Shared, container: &Container) -> Result<Snapshot, Error>
     if created {
         // runc delete kills a created init; its exit must be queued before TaskDelete.
         remove_runc_container(container)?;
-        if init.wait_exit_timeout(CREATED_EXIT_TIMEOUT).is_none() {
+        // An init still waiting for its restore has no process (pid 0) to reap.
+        if init.pid() != 0 && init.wait_exit_timeout(CREATED_EXIT_TIMEOUT).is_none() {
             log::warn!("created init of {} not reaped after delete", container.id);
         }
     }

@@ -92,8 +92,22 @@ pub enum Error {
         #[source]
         source: wren_shim_protocol::any::AnyError,
     },
-    #[error("restoring container {id} from a checkpoint is not supported")]
-    RestoreUnsupported { id: String },
+    #[error("checkpoint image {path} of container {id} cannot be read")]
+    CheckpointImage {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("checkpoint image {path} of container {id} is not a directory")]
+    CheckpointNotDirectory { id: String, path: PathBuf },
+    #[error("failed to create the criu work directory {path} of container {id}")]
+    RestoreWorkDir {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to signal process {pid} of {id}")]
     Signal {
         id: String,
@@ -145,7 +159,6 @@ impl Error {
             | Self::ProcessFinished { .. }
             | Self::NoCgroup { .. } => Code::NotFound,
             Self::ContainerExists { .. } | Self::ExecExists { .. } => Code::AlreadyExists,
-            Self::RestoreUnsupported { .. } => Code::Unimplemented,
             Self::InitNotRunning { .. } | Self::ExecNotStarted { .. } => Code::FailedPrecondition,
             Self::Transition { source, .. } => transition_code(source),
             Self::Runc { verb, source } => runc_code(verb, source.kind()),
@@ -156,6 +169,8 @@ impl Error {
             | Self::ExecSpec { .. }
             | Self::ResourcesType { .. }
             | Self::CheckpointOptions { .. }
+            | Self::CheckpointImage { .. }
+            | Self::CheckpointNotDirectory { .. }
             | Self::InvalidSignal { .. } => Code::InvalidArgument,
             Self::Io {
                 source: wren_io::IoError::Uri(_),

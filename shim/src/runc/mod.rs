@@ -18,6 +18,7 @@ mod ops;
 mod options;
 mod options_config;
 mod process;
+mod restore;
 mod service;
 mod spawn;
 mod state;

@@ -24,6 +24,7 @@ use crate::runc::container::{self, publish, Container};
 use crate::runc::error::Error;
 use crate::runc::exits::ProcRef;
 use crate::runc::process::{ExitRecord, ProcState, Process, StdioPaths};
+use crate::runc::restore;
 use crate::runc::state::{ExecState, InitState, Op};
 use crate::runc::Shared;
 
@@ -45,6 +46,9 @@ pub fn start_init(shared: &Shared, container: &Arc<Container>) -> Result<u32, Er
     let init = &container.init;
     let _ops = init.lock_ops();
     init.check(Op::Start).map_err(transition(&container.id))?;
+    if let Some(criu) = container.pending_restore() {
+        return restore::start(shared, container, criu);
+    }
     let proc_ref = ProcRef {
         container: Arc::clone(container),
         process: Arc::clone(init),
@@ -81,6 +85,12 @@ pub fn add_exec(
         .init
         .check(Op::Exec)
         .map_err(transition(&container.id))?;
+    if container.pending_restore().is_some() {
+        // No runc container exists before the restore (containerd's shim refuses too).
+        return Err(Error::InitNotRunning {
+            id: container.id.clone(),
+        });
+    }
     let spec = exec_spec(exec_id, spec, stdio.terminal)?;
     let pid_file = container.bundle.join(format!("{exec_id}.pid"));
     container.add_exec(Process::exec(exec_id, stdio, spec, pid_file))?;
@@ -357,6 +367,14 @@ pub fn checkpoint(container: &Container, path: &str, options: Option<&Any>) -> R
             AfterCheckpoint::LeaveRunning
         },
     };
+    // runc creates only the last component; a bundle not made by containerd (wrenctl's)
+    // has no `work` directory.
+    if let Err(err) = std::fs::create_dir_all(&work) {
+        log::warn!(
+            "failed to create the criu work directory {}: {err}",
+            work.display()
+        );
+    }
     let result = container.runc.checkpoint(&container.id, &options);
     if work == default_work {
         // Nothing to keep from a default work dir; a failed run leaves criu's log in it.
@@ -400,7 +418,7 @@ pub fn pids(container: &Container) -> Result<Vec<ProcessInfo>, Error> {
 
 /// Stats: the cgroup located at Create, read now.
 pub fn stats(container: &Container) -> Result<Stats, Error> {
-    let cgroup = container.cgroup.as_ref().ok_or_else(|| Error::NoCgroup {
+    let cgroup = container.cgroup().ok_or_else(|| Error::NoCgroup {
         id: container.id.clone(),
     })?;
     cgroup.stats().map_err(|source| Error::Stats {

@@ -229,7 +229,8 @@ impl Process {
         }
     }
 
-    /// An exec started: its pid and IO, and Running (unless it already exited).
+    /// An exec started, or a checkpointed init was restored: its pid and IO, and Running
+    /// (unless it already exited).
     pub fn started(&self, pid: u32, mut io: Option<ProcessIo>) {
         let mut inner = self.lock();
         inner.pid = pid;

@@ -76,6 +76,7 @@ impl TaskService for RuncRuntime {
             id: request.id,
             bundle: PathBuf::from(request.bundle),
             checkpoint: request.checkpoint,
+            parent_checkpoint: request.parent_checkpoint,
             options: request.options.into_option(),
         };
         let container = container::create(&self.shared, &create)?;

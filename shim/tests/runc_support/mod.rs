@@ -45,6 +45,8 @@ pub struct Harness {
     _events_server: events_recorder::EventsServer,
     shims: Vec<u32>,
     logs: Vec<File>,
+    /// Environment changes for the shims started from now on (`None` removes a variable).
+    pub shim_env: Vec<(String, Option<PathBuf>)>,
 }
 
 /// A started shim daemon.
@@ -81,6 +83,7 @@ impl Harness {
             _events_server: events_server,
             shims: Vec::new(),
             logs: Vec::new(),
+            shim_env: Vec::new(),
         }
     }
 
@@ -119,7 +122,14 @@ impl Harness {
     }
 
     fn run(&self, binary: &Path, cwd: &Path, id: &str, action: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        for (name, value) in &self.shim_env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let mut child = command
             .args(["-namespace", NAMESPACE, "-address", &self.address()])
             .args(["-publish-binary", "/usr/bin/containerd", "-id", id])
             .args(action)

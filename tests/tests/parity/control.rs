@@ -136,7 +136,7 @@ pub fn checkpoint_leaves_task_running(rt: Runtime) {
     let id = cd.new_id("ckpt");
     cd.run_detached(&[], &id, &["sleep", "1000"]);
     let output = cd.ctr(&["tasks", "checkpoint", &id]);
-    match criu_check() {
+    match wren_tests::criu::criu_check() {
         Ok(()) => cd.expect_success(&output, "ctr task checkpoint"),
         Err(reason) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -158,25 +158,4 @@ pub fn checkpoint_leaves_task_running(rt: Runtime) {
     assert_eq!(cd.task_status(&id).as_deref(), Some("RUNNING"));
     cd.kill_and_remove(&id);
     cd.assert_no_leaks();
-}
-
-/// `criu check`: `Err` with its error lines when CRIU cannot work on this host.
-fn criu_check() -> Result<(), String> {
-    let output = run_with_deadline(
-        std::process::Command::new("criu")
-            .arg("check")
-            .stdin(Stdio::null()),
-        CTR_DEADLINE,
-    );
-    if output.status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
-    // The "exited, status" lines are its helper processes' echo of the same failure.
-    let errors: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.contains("exited, status"))
-        .collect();
-    Err(format!("criu check: {}", errors.join("; ")))
 }
