@@ -347,6 +347,7 @@ fn run_create(
     options: RuntimeOptions,
     rootfs: Rootfs,
 ) -> Result<Arc<Container>, Error> {
+    let engine = shared.engine()?;
     let id = &request.id;
     let runc = runc_for(
         &shared.spawner,
@@ -362,7 +363,7 @@ fn run_create(
             verb: "create",
             source,
         })?;
-    let io = match io.start(&shared.engine.handle(), CONSOLE_TIMEOUT) {
+    let io = match io.start(&engine, CONSOLE_TIMEOUT) {
         Ok(io) => io,
         Err(source) => {
             if let Err(err) = runc.delete(id, DeleteMode::Force) {

@@ -24,7 +24,7 @@ mod spawn;
 mod state;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use protobuf::well_known_types::any::Any;
 use wren_cgroups::OomWatcher;
@@ -52,14 +52,37 @@ pub struct Shared {
     namespace: String,
     publisher: Publisher,
     spawner: ReapedSpawner,
-    /// Kept alive for the daemon's lifetime: dropping it stops the copy thread.
-    engine: wren_io::Engine,
+    /// Started by the first process that has stdio to copy, not with the daemon: a shim's
+    /// first request (Connect) needs none. Kept alive from then on: dropping it stops
+    /// the copy thread.
+    engine: OnceLock<wren_io::Engine>,
+    /// Held while the engine starts, so that two Creates start one.
+    engine_start: Mutex<()>,
     oom: Arc<OomWatcher>,
     lifecycle: Arc<Lifecycle>,
     containers: Mutex<HashMap<String, Slot>>,
 }
 
 impl Shared {
+    /// The stdio copy engine, started on first use.
+    fn engine(&self) -> Result<wren_io::EngineHandle, Error> {
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine.handle());
+        }
+        let _starting = self
+            .engine_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine.handle());
+        }
+        let engine = wren_io::Engine::start().map_err(Error::Engine)?;
+        let handle = engine.handle();
+        // Cannot be set already: only this lock's holder sets it.
+        let _ = self.engine.set(engine);
+        Ok(handle)
+    }
+
     fn registry(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         // Only inserts and removals happen under this lock.
         self.containers
@@ -109,14 +132,14 @@ impl Runtime for RuncRuntime {
 
     fn new(context: ShimContext) -> Result<Self, RuntimeError> {
         let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
-        let engine = wren_io::Engine::start().map_err(Error::Engine)?;
         let lifecycle = exits::start(&context.monitor, context.publisher.clone())?;
         let oom = Arc::clone(&lifecycle.oom);
         let shared = Shared {
             namespace: context.namespace,
             publisher: context.publisher,
             spawner,
-            engine,
+            engine: OnceLock::new(),
+            engine_start: Mutex::default(),
             oom,
             lifecycle,
             containers: Mutex::default(),

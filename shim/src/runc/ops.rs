@@ -189,6 +189,7 @@ fn run_exec(
     container: &Container,
     exec: &Process,
 ) -> Result<(u32, StartedIo), Error> {
+    let engine = shared.engine()?;
     let mut config = wren_io::IoConfig::new(container.id.as_str(), shared.namespace.as_str());
     config.owner = wren_io::IoOwner {
         uid: container.options.io_uid,
@@ -225,7 +226,7 @@ fn run_exec(
             verb: "exec",
             source,
         })?;
-    Ok((pid, io.start(&shared.engine.handle(), CONSOLE_TIMEOUT)))
+    Ok((pid, io.start(&engine, CONSOLE_TIMEOUT)))
 }
 
 /// Kill: `runc kill [--all]` for the init, kill(2) for an exec.
