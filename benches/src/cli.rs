@@ -14,7 +14,9 @@ const USAGE: &str =
   --quick             small sizes for routine runs (minutes, not tens of minutes)
   --only GROUP,...    run only these groups: start, idle (memory, threads, wake-ups, exec and
                       stats latency), direct (exec and stats over ttrpc to the shim alone, no
-                      containerd), cold, stdout, density
+                      containerd), lifecycle (cold path and exit → event, shim alone), cold
+                      (also exit → event through containerd), wrenctl (`wrenctl run --rm`),
+                      stdout, density
   --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME;
                       a missing PATH is an error, a missing default is skipped)
   --no-default-shims  drop the defaults: go=/usr/bin/containerd-shim-runc-v2 and
@@ -67,7 +69,16 @@ impl Sizes {
 }
 
 /// The measurement groups `--only` selects from, in the order they run.
-pub const GROUPS: [&str; 6] = ["start", "idle", "direct", "cold", "stdout", "density"];
+pub const GROUPS: [&str; 8] = [
+    "start",
+    "idle",
+    "direct",
+    "lifecycle",
+    "cold",
+    "wrenctl",
+    "stdout",
+    "density",
+];
 
 /// Whether this is a routine run or the full one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use cli::Config;
 use containerd::Containerd;
 use floor::Floor;
 use measure::fleet::Fleets;
-use measure::{direct, latency, memory, start, throughput, Bench};
+use measure::{direct, events, latency, lifecycle, memory, start, throughput, wrenctl, Bench};
 use proc::Interrupt;
 use report::Metric;
 
@@ -127,9 +127,19 @@ fn measure_all(bench: &Bench<'_>, config: &Config) -> Result<Vec<Metric>> {
         step("exec and stats latency through the shim alone (ttrpc, no containerd)");
         metrics.extend(direct::exec_and_stats(bench)?);
     }
+    if config.runs("lifecycle") {
+        step("cold path and exit → event through the shim alone (ttrpc, no containerd)");
+        metrics.extend(lifecycle::cold_path_and_exit(bench)?);
+    }
     if config.runs("cold") {
         step("cold run latency");
         metrics.extend(latency::cold_run(bench)?);
+        step("exit → event through containerd (`ctr events`)");
+        metrics.extend(events::exit_through_containerd(bench)?);
+    }
+    if config.runs("wrenctl") {
+        step("wrenctl run --rm");
+        metrics.extend(wrenctl::run_rm(bench)?);
     }
     if config.runs("stdout") {
         step("stdout throughput");

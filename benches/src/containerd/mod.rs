@@ -132,16 +132,7 @@ impl Containerd {
     /// The PID of the shim serving `id`: the parent of its init process (shims are
     /// subreapers, so the container's init is reparented to them), checked by executable.
     pub fn shim_pid(&self, shim: &Shim, id: &str) -> Result<i32> {
-        let listing = proc::output(&mut self.ctr(&["task", "ls"]), CTR_DEADLINE)?;
-        let task_pid: i32 = listing
-            .lines()
-            .filter_map(|line| {
-                let mut cols = line.split_whitespace();
-                (cols.next()? == id).then(|| cols.next()?.parse().ok())?
-            })
-            .next()
-            .with_context(|| format!("task {id} not in `ctr task ls`:\n{listing}"))?;
-        let pid = procfs::ppid(task_pid)?;
+        let pid = procfs::ppid(self.task_pid(id)?)?;
         let exe = procfs::exe(pid)?;
         let want = fs::canonicalize(&shim.binary).unwrap_or_else(|_| shim.binary.clone());
         if exe != want {
@@ -152,6 +143,19 @@ impl Containerd {
             );
         }
         Ok(pid)
+    }
+
+    /// The PID of task `id`'s init, from `ctr task ls`.
+    pub fn task_pid(&self, id: &str) -> Result<i32> {
+        let listing = proc::output(&mut self.ctr(&["task", "ls"]), CTR_DEADLINE)?;
+        listing
+            .lines()
+            .filter_map(|line| {
+                let mut cols = line.split_whitespace();
+                (cols.next()? == id).then(|| cols.next()?.parse().ok())?
+            })
+            .next()
+            .with_context(|| format!("task {id} not in `ctr task ls`:\n{listing}"))
     }
 
     /// Force-deletes the tasks and containers `ids` (killing what still runs).

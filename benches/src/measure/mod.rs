@@ -2,11 +2,14 @@
 //! are interleaved (A B C, C B A, …) so drift on a noisy host hits every subject alike.
 
 pub mod direct;
+pub mod events;
 pub mod fleet;
 pub mod latency;
+pub mod lifecycle;
 pub mod memory;
 pub mod start;
 pub mod throughput;
+pub mod wrenctl;
 
 use anyhow::{anyhow, Result};
 
