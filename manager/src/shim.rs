@@ -67,7 +67,8 @@ pub enum ShimLiveness {
 pub struct Teardown {
     /// The init's exit from the `Delete` RPC (none if already deleted or the shim was dead).
     pub deleted: Option<ExitInfo>,
-    /// What the `delete` action reported, if it succeeded.
+    /// What the `delete` action reported, if it ran (the shim did not exit cleanly) and
+    /// succeeded.
     pub cleanup: Option<ExitInfo>,
     /// Why the `delete` action failed, if it did (a warning: the shim may have cleaned up already).
     pub cleanup_error: Option<String>,
@@ -140,8 +141,9 @@ impl Shim {
         &self.config
     }
 
-    /// `Delete` (NotFound tolerated), `Shutdown`, close, wait for the shim to exit, then
-    /// the `delete` action; finally the log FIFO and a leftover socket file are removed.
+    /// `Delete` (NotFound tolerated), `Shutdown`, close, wait for the shim to exit; the
+    /// `delete` action only if it did not; finally the log FIFO and a leftover socket file
+    /// are removed.
     pub fn teardown(self) -> Result<Teardown, ShimError> {
         let id = self.config.id.clone();
         let (deleted, liveness) = match self.client.delete(&id, "") {
@@ -177,13 +179,19 @@ impl Shim {
             ..
         } = self;
         drop(client);
-        if let Some(pidfd) = &pidfd {
-            // A shim that ignores Shutdown still gets the delete action below.
-            let _ = sys::wait_exit(pidfd, EXIT_GRACE);
-        }
-        let (cleanup, cleanup_error) = match config.delete_action() {
-            Ok(exit) => (Some(exit), None),
-            Err(e) => (None, Some(crate::error_chain(&e))),
+        let exited = pidfd
+            .as_ref()
+            .is_some_and(|fd| sys::wait_exit(fd, EXIT_GRACE).unwrap_or(false));
+        // A shim that answered Delete and exited on Shutdown left nothing for the delete
+        // action, an exec of the shim and of runc, to clean (containerd does not run it
+        // then either). One that died, or ignored Shutdown, gets it.
+        let (cleanup, cleanup_error) = if liveness == ShimLiveness::Alive && exited {
+            (None, None)
+        } else {
+            match config.delete_action() {
+                Ok(exit) => (Some(exit), None),
+                Err(e) => (None, Some(crate::error_chain(&e))),
+            }
         };
         if let Some(log) = log {
             log.finish();
