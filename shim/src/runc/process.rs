@@ -329,6 +329,13 @@ impl Process {
         }
     }
 
+    /// The process has exited: its output is waited for only while a client reads it.
+    pub fn release_output(&self) {
+        if let Some(io) = &mut self.lock().io {
+            io.release_output();
+        }
+    }
+
     /// Takes the IO out, to close it outside the lock.
     pub fn take_io(&self) -> Option<ProcessIo> {
         self.lock().io.take()
