@@ -50,9 +50,7 @@ pub(crate) struct Connection {
     /// The socket; the outbox shares it until [`Connection::close`].
     stream: Arc<UnixStream>,
     outbox: Arc<Outbox>,
-    buffer: Vec<u8>,
-    /// Body bytes still to skip of an oversized frame.
-    skipping: usize,
+    splitter: FrameSplitter,
     /// What epoll watches for now.
     watched: Interest,
 }
@@ -65,8 +63,7 @@ impl Connection {
         Self {
             stream,
             outbox,
-            buffer: Vec::new(),
-            skipping: 0,
+            splitter: FrameSplitter::default(),
             watched: Interest::Watch {
                 read: true,
                 write: false,
@@ -107,7 +104,7 @@ impl Connection {
                     closed = true;
                     break;
                 }
-                Ok(read) => self.take_in(&chunk[..read]),
+                Ok(read) => self.splitter.take_in(&chunk[..read]),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::ECONNRESET) => {
@@ -117,21 +114,33 @@ impl Connection {
                 Err(errno) => return Err(errno.into()),
             }
         }
-        let frames = self.split_frames();
+        let frames = self.splitter.split();
         Ok(if closed {
             Readable::Closed(frames)
         } else {
             Readable::Frames(frames)
         })
     }
+}
 
-    fn take_in(&mut self, bytes: &[u8]) {
+/// Bytes in, frames out: the framing of one connection's byte stream.
+#[derive(Debug, Default)]
+pub(crate) struct FrameSplitter {
+    buffer: Vec<u8>,
+    /// Body bytes still to skip of an oversized frame.
+    skipping: usize,
+}
+
+impl FrameSplitter {
+    /// Adds bytes read from the connection.
+    pub(crate) fn take_in(&mut self, bytes: &[u8]) {
         let skipped = self.skipping.min(bytes.len());
         self.skipping -= skipped;
         self.buffer.extend_from_slice(&bytes[skipped..]);
     }
 
-    fn split_frames(&mut self) -> Vec<Frame> {
+    /// Takes every complete frame out of what was added.
+    pub(crate) fn split(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         let mut consumed = 0;
         while self.skipping == 0 {

@@ -284,3 +284,65 @@ fn context_of(request: &Request) -> RequestContext {
         timeout_nano: request.timeout_nano,
     }
 }
+
+/// The decoders behind the server, fed raw bytes: entry points for the fuzz targets in
+/// `shim/fuzz`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use protobuf::Message;
+    use ttrpc::proto::Request;
+    use wren_shim_protocol::task::{
+        CheckpointTaskRequest, CloseIORequest, ConnectRequest, CreateTaskRequest, DeleteRequest,
+        ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, ResizePtyRequest,
+        ResumeRequest, ShutdownRequest, StartRequest, StateRequest, StatsRequest,
+        UpdateTaskRequest, WaitRequest,
+    };
+
+    use super::connection::{Frame, FrameSplitter};
+
+    /// Splits `chunks`, fed one after the other as reads would, into frames; returns the
+    /// complete ones' bodies and the number of oversized ones.
+    pub fn split_frames<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, usize) {
+        let mut splitter = FrameSplitter::default();
+        let (mut bodies, mut oversized) = (Vec::new(), 0);
+        for chunk in chunks {
+            splitter.take_in(chunk);
+            for frame in splitter.split() {
+                match frame {
+                    Frame::Complete { body, .. } => bodies.push(body),
+                    Frame::Oversized { .. } => oversized += 1,
+                }
+            }
+        }
+        (bodies, oversized)
+    }
+
+    /// Decodes a frame body as the server does: the ttrpc Request, then its payload as the
+    /// named Task method's request. Returns whether both decoded.
+    pub fn decode_request(body: &[u8]) -> bool {
+        let Ok(request) = Request::parse_from_bytes(body) else {
+            return false;
+        };
+        let payload = request.payload.as_slice();
+        match request.method.as_str() {
+            "Create" => CreateTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Start" => StartRequest::parse_from_bytes(payload).is_ok(),
+            "Delete" => DeleteRequest::parse_from_bytes(payload).is_ok(),
+            "Pids" => PidsRequest::parse_from_bytes(payload).is_ok(),
+            "Pause" => PauseRequest::parse_from_bytes(payload).is_ok(),
+            "Resume" => ResumeRequest::parse_from_bytes(payload).is_ok(),
+            "Checkpoint" => CheckpointTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Kill" => KillRequest::parse_from_bytes(payload).is_ok(),
+            "Exec" => ExecProcessRequest::parse_from_bytes(payload).is_ok(),
+            "ResizePty" => ResizePtyRequest::parse_from_bytes(payload).is_ok(),
+            "CloseIO" => CloseIORequest::parse_from_bytes(payload).is_ok(),
+            "Update" => UpdateTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Wait" => WaitRequest::parse_from_bytes(payload).is_ok(),
+            "Stats" => StatsRequest::parse_from_bytes(payload).is_ok(),
+            "State" => StateRequest::parse_from_bytes(payload).is_ok(),
+            "Connect" => ConnectRequest::parse_from_bytes(payload).is_ok(),
+            "Shutdown" => ShutdownRequest::parse_from_bytes(payload).is_ok(),
+            _ => false,
+        }
+    }
+}
