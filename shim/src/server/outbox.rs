@@ -241,3 +241,79 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Only queue and flag updates happen under these locks; a panic cannot tear them.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    const TOKEN: u64 = 7;
+
+    fn outbox() -> (UnixStream, Arc<Outbox>, Arc<Attention>) {
+        let (client, server) = UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let attention = Attention::new().unwrap();
+        let outbox = Outbox::new(Arc::new(server), TOKEN, Arc::clone(&attention));
+        (client, outbox, attention)
+    }
+
+    #[test]
+    fn a_reading_client_gets_every_frame_in_order() {
+        let (mut client, outbox, attention) = outbox();
+        outbox.push(b"first".to_vec());
+        outbox.push(b"second".to_vec());
+        let mut got = [0u8; 11];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"firstsecond");
+        assert!(!outbox.has_pending());
+        // Sent at once: the main loop was never needed.
+        assert!(attention.take().is_empty());
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off_without_blocking() {
+        let (_client, outbox, attention) = outbox();
+        let frame = vec![0u8; 64 * 1024];
+        // The socket buffer fills, then the outbox, then the connection is cut off; no
+        // push ever blocks.
+        for _ in 0..OUTBOX_LIMIT / frame.len() + 64 {
+            outbox.push(frame.clone());
+        }
+        assert_eq!(outbox.interest(), Interest::Close);
+        assert_eq!(attention.take(), vec![TOKEN]);
+        assert!(!outbox.has_pending());
+    }
+
+    #[test]
+    fn a_closed_outbox_holds_no_socket_and_drops_what_comes() {
+        let (mut client, outbox, _) = outbox();
+        outbox.close();
+        outbox.push(b"late".to_vec());
+        assert!(outbox.is_closed());
+        assert!(!outbox.has_pending());
+        // The outbox held the last reference to the server end: the client sees EOF.
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).unwrap(), 0);
+    }
+
+    #[test]
+    fn reading_pauses_with_too_many_in_hand_and_resumes_at_half() {
+        let (_client, outbox, attention) = outbox();
+        let in_hand: Vec<Arc<Outbox>> = (0..MAX_IN_HAND).map(|_| Arc::clone(&outbox)).collect();
+        let paused = Interest::Watch {
+            read: false,
+            write: false,
+        };
+        assert_eq!(outbox.interest(), paused);
+        drop(in_hand);
+        // A reply going away reports how many are left, itself included.
+        outbox.reply_done(MAX_IN_HAND / 2);
+        assert_eq!(attention.take(), vec![TOKEN]);
+        let reading = Interest::Watch {
+            read: true,
+            write: false,
+        };
+        assert_eq!(outbox.interest(), reading);
+    }
+}
