@@ -40,6 +40,12 @@ impl RawReply {
         self.outbox.is_closed()
     }
 
+    /// [`RawReply::is_abandoned`] as a probe that does not keep the connection's outbox.
+    fn abandonment(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let outbox = Arc::downgrade(&self.outbox);
+        move || outbox.upgrade().is_none_or(|outbox| outbox.is_closed())
+    }
+
     /// Sends an OK response carrying `payload`, or `status` if the payload is too large.
     pub(crate) fn send_payload(self, payload: Vec<u8>) {
         if payload.len() > MESSAGE_LENGTH_MAX {
@@ -120,6 +126,13 @@ impl<T: Message> Reply<T> {
     /// runtime may drop the reply instead of keeping it until the answer is known.
     pub fn is_abandoned(&self) -> bool {
         self.raw.as_ref().is_none_or(RawReply::is_abandoned)
+    }
+
+    /// [`Reply::is_abandoned`], callable after the reply has been moved elsewhere (into an
+    /// exit callback): lets a runtime drop the waiting replies of clients that left.
+    pub fn abandonment(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let raw = self.raw.as_ref().map(RawReply::abandonment);
+        move || raw.as_ref().is_none_or(|abandoned| abandoned())
     }
 
     /// Sends the handler's result: the message, or the error's status.
