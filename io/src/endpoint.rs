@@ -74,31 +74,53 @@ pub enum EndpointError {
     },
 }
 
-/// Opens an output target. A FIFO is opened read-write: the shim's descriptor is then also
-/// a reader, so the container's writes neither fail nor raise SIGPIPE while the client is
-/// away (a containerd restart), and what it writes meanwhile waits in the FIFO. Anything
-/// else (a regular file, `/dev/null`) is opened for appending.
-pub(crate) fn open_output(path: &Path) -> Result<OwnedFd, EndpointError> {
+/// An output target as the shim holds it.
+#[derive(Debug)]
+pub(crate) struct OutputEnd {
+    /// Where the output is written.
+    pub(crate) writer: OwnedFd,
+    /// For a FIFO, the shim's own reader, held while the process runs: the container's
+    /// writes then neither fail nor raise SIGPIPE while the client is away (a containerd
+    /// restart), and what it writes meanwhile waits in the FIFO. Once the process has
+    /// exited it is dropped, so that output nobody reads fails (and is discarded) instead
+    /// of being waited for.
+    pub(crate) reader: Option<OwnedFd>,
+}
+
+/// Opens an output target: a FIFO as a reader first (non-blocking, so it returns at once)
+/// then a writer (which the reader lets open at once); anything else (a regular file,
+/// `/dev/null`) for appending.
+pub(crate) fn open_output(path: &Path) -> Result<OutputEnd, EndpointError> {
     let meta = std::fs::metadata(path).map_err(|source| EndpointError::StatOutput {
         path: path.to_owned(),
         source,
     })?;
-    let mut options = OpenOptions::new();
-    if meta.file_type().is_fifo() {
+    let open = |options: &mut OpenOptions| {
         options
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK);
-    } else {
-        options.append(true);
+            .open(path)
+            .map(OwnedFd::from)
+            .map_err(|source| EndpointError::OpenOutput {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    if !meta.file_type().is_fifo() {
+        let writer = open(OpenOptions::new().append(true))?;
+        return Ok(OutputEnd {
+            writer,
+            reader: None,
+        });
     }
-    let file = options
-        .open(path)
-        .map_err(|source| EndpointError::OpenOutput {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(file.into())
+    let reader = open(OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK))?;
+    let writer = open(
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK),
+    )?;
+    Ok(OutputEnd {
+        writer,
+        reader: Some(reader),
+    })
 }
 
 /// The stdin FIFO's two shim-held ends.

@@ -147,6 +147,8 @@ enum Stream {
 #[derive(Debug, Default)]
 pub struct PreparedIo {
     runc: RuncIo,
+    /// The shim's own readers on the output FIFOs (see [`ProcessIo::release_output`]).
+    output_readers: Vec<OwnedFd>,
     routes: Vec<Route>,
     stdin_writer: Option<OwnedFd>,
     console_socket: Option<ConsoleSocket>,
@@ -207,6 +209,7 @@ impl PreparedIo {
         }
         let attachment = engine.attach(transfers)?;
         Ok(ProcessIo {
+            output_readers: std::mem::take(&mut self.output_readers),
             drain: attachment.drain().clone(),
             attachment: Some(attachment),
             console,
@@ -248,12 +251,15 @@ impl PreparedIo {
         Ok(match output {
             Output::Null => [None, None],
             Output::Fifo { stdout, stderr } => {
-                let open =
-                    |path: &Option<PathBuf>| path.as_deref().map(endpoint::open_output).transpose();
-                [
-                    open(stdout)?.and_then(copied),
-                    open(stderr)?.and_then(copied),
-                ]
+                let mut open = |path: &Option<PathBuf>| -> Result<_, IoError> {
+                    let Some(path) = path else {
+                        return Ok(None);
+                    };
+                    let end = endpoint::open_output(path)?;
+                    self.output_readers.extend(end.reader);
+                    Ok(copied(end.writer))
+                };
+                [open(stdout)?, open(stderr)?]
             }
             Output::File(path) => {
                 let file = endpoint::open_log_file(path)?;
@@ -355,6 +361,7 @@ fn resolve(end: End, console: Option<&Console>) -> Result<OwnedFd, IoError> {
 #[derive(Debug)]
 pub struct ProcessIo {
     attachment: Option<Attachment>,
+    output_readers: Vec<OwnedFd>,
     drain: Drain,
     console: Option<Console>,
     stdin_writer: Option<OwnedFd>,
@@ -372,6 +379,13 @@ impl ProcessIo {
     pub fn resize(&self, width: u32, height: u32) -> Result<(), IoError> {
         let console = self.console.as_ref().ok_or(IoError::NoConsole)?;
         Ok(console.resize(width, height)?)
+    }
+
+    /// The process has exited: stops holding its output FIFOs open for reading. What is
+    /// left to copy then goes to the client's reader if one is there, and is discarded
+    /// (the write fails) if none is, so the drain never waits for a reader that is gone.
+    pub fn release_output(&mut self) {
+        self.output_readers.clear();
     }
 
     /// The latch that opens once stdout and stderr have reached the client.

@@ -37,6 +37,8 @@ use crate::transient;
 
 /// How long shutdown waits for queued events to reach containerd.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for queued replies (the Shutdown answer) to reach their clients.
+const REPLY_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Requests handled at once; more wait in order. containerd rarely has more than a few in
 /// flight per shim, since Wait holds no thread.
 const MAX_RPC_THREADS: usize = 16;
@@ -47,6 +49,7 @@ const CHILD_SIGNAL_TOKEN: u64 = 1;
 const TERMINATE_SIGNAL_TOKEN: u64 = 2;
 const SHUTDOWN_TOKEN: u64 = 3;
 const ENDED_THREADS_TOKEN: u64 = 4;
+const CONNECTIONS_TOKEN: u64 = 5;
 const FIRST_CONNECTION_TOKEN: u64 = 16;
 
 /// Errors that keep the daemon from serving.
@@ -184,8 +187,9 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Serves until the shutdown trigger fires; returns why. Dropping the server on return
-/// stops accepting; replies in flight keep their own handle on their connection.
+/// Serves until the shutdown trigger fires, then sends the replies still queued (bounded);
+/// returns why. Dropping the server on return stops accepting and closes every connection;
+/// replies in flight then answer no one.
 /// `ended_threads` is the [`transient`] reaper's descriptor.
 fn run_main_loop(
     mut server: Server,
@@ -203,6 +207,7 @@ fn run_main_loop(
         .and_then(|()| epoll.add(&signals.terminate, readable(TERMINATE_SIGNAL_TOKEN)))
         .and_then(|()| epoll.add(shutdown.fd(), readable(SHUTDOWN_TOKEN)))
         .and_then(|()| epoll.add(ended_threads, readable(ENDED_THREADS_TOKEN)))
+        .and_then(|()| epoll.add(server.attention(), readable(CONNECTIONS_TOKEN)))
         .map_err(main_loop_error)?;
     // Children that exited before the handler existed would otherwise wait for the next one.
     monitor.reap();
@@ -227,10 +232,12 @@ fn run_main_loop(
                 }
                 SHUTDOWN_TOKEN => {}
                 ENDED_THREADS_TOKEN => transient::reap(),
-                token => server.read(&epoll, token),
+                CONNECTIONS_TOKEN => server.attend(&epoll),
+                token => server.ready(&epoll, token, event.events()),
             }
         }
         if let Some(reason) = shutdown.reason() {
+            server.flush(REPLY_FLUSH_TIMEOUT);
             return Ok(reason);
         }
     }

@@ -185,8 +185,11 @@ macro_rules! task_methods {
                     }
                     "Shutdown" => {
                         if let Some((_, reply)) = decode::<ShutdownRequest, Empty>(payload, reply) {
-                            self.shutdown();
+                            // Answer first: once triggered, the daemon may exit at any moment.
+                            // The answer is then queued or sent, and the main loop sends
+                            // what is queued before it exits.
                             reply.send(Ok(Empty::new()));
+                            self.shutdown();
                         }
                     }
                     other => reply.send_status(Code::UNIMPLEMENTED, format!("method {other}")),

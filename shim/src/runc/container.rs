@@ -295,12 +295,32 @@ pub fn exit_policy(bundle: &Path) -> ExitPolicy {
 /// Create: everything up to a created init whose TaskCreate is queued. On failure nothing
 /// is left behind (mounts, runc container, the id).
 pub fn create(shared: &Shared, request: &CreateRequest) -> Result<Arc<Container>, Error> {
+    check_bundle(&request.id, &request.bundle)?;
     shared.reserve(&request.id)?;
     let result = create_reserved(shared, request);
     if result.is_err() {
         shared.release(&request.id);
     }
     result
+}
+
+/// A bundle must be an absolute path to a directory: runc runs from it, and a relative or
+/// empty one would resolve against the shim's own working directory (the first task's
+/// bundle), silently running a container from someone else's config.
+fn check_bundle(id: &str, bundle: &Path) -> Result<(), Error> {
+    if !bundle.is_absolute() {
+        return Err(Error::BundleNotAbsolute {
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+        });
+    }
+    if !std::fs::metadata(bundle).is_ok_and(|meta| meta.is_dir()) {
+        return Err(Error::BundleNotDirectory {
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn create_reserved(shared: &Shared, request: &CreateRequest) -> Result<Arc<Container>, Error> {

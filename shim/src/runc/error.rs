@@ -40,6 +40,10 @@ pub enum Error {
         #[source]
         source: TransitionError,
     },
+    #[error("bundle {} of container {id} is not an absolute path", bundle.display())]
+    BundleNotAbsolute { id: String, bundle: PathBuf },
+    #[error("bundle {} of container {id} is not an existing directory", bundle.display())]
+    BundleNotDirectory { id: String, bundle: PathBuf },
     #[error("invalid runtime options for container {id}")]
     Options {
         id: String,
@@ -164,6 +168,8 @@ impl Error {
             Self::Runc { verb, source } => runc_code(verb, source.kind()),
             Self::Signal { source, .. } if *source == nix::errno::Errno::ESRCH => Code::NotFound,
             Self::InvalidId(_)
+            | Self::BundleNotAbsolute { .. }
+            | Self::BundleNotDirectory { .. }
             | Self::Options { .. }
             | Self::ExecSpecType { .. }
             | Self::ExecSpec { .. }

@@ -359,6 +359,9 @@ impl<'a> Dispatcher<'a> {
             // The flush put any last kill on the channel; publish it before the exit.
             self.publish_pending_ooms();
         }
+        // Before the exit is recorded, which lets Wait answer once the output drained: with
+        // the shim's own FIFO readers gone, output nobody reads no longer holds the drain.
+        proc_ref.process.release_output();
         let record = ExitRecord {
             status: u32::try_from(exit.status).unwrap_or(255),
             at: exit.at,

@@ -434,9 +434,16 @@ pub fn stats(container: &Container) -> Result<Stats, Error> {
 ///
 /// Output usually drains as the process exits; when it has not yet, a short-lived thread
 /// waits for it (bounded), so the exits queue never blocks on a client's reader.
-pub fn wait_then(process: &Arc<Process>, answer: impl FnOnce(Option<ExitRecord>) + Send + 'static) {
+///
+/// `abandoned` says the answer has nobody left to go to: such waits are dropped early.
+pub fn wait_then(
+    process: &Arc<Process>,
+    answer: impl FnOnce(Option<ExitRecord>) + Send + 'static,
+    abandoned: impl Fn() -> bool + Send + 'static,
+) {
     let weak = Arc::downgrade(process);
-    process.on_exit(Box::new(move |exit| {
+    let wanted = Box::new(move || !abandoned());
+    let callback = Box::new(move |exit| {
         let (Some(exit), Some(process)) = (exit, weak.upgrade()) else {
             return answer(exit);
         };
@@ -451,7 +458,8 @@ pub fn wait_then(process: &Arc<Process>, answer: impl FnOnce(Option<ExitRecord>)
             // The reply went with the closure; dropping it answers with an error.
             log::error!("failed to start a thread to wait for output: {error}");
         }
-    }));
+    });
+    process.on_exit_while(callback, wanted);
 }
 
 fn wait_drained(process: &Process) {

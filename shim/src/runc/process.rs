@@ -89,9 +89,12 @@ struct Inner {
 /// Called once: with the exit, or `None` if the process is deleted before it exits.
 pub type ExitCallback = Box<dyn FnOnce(Option<ExitRecord>) + Send>;
 
+/// Whether a callback's answer is still wanted (its client is still connected).
+pub type Wanted = Box<dyn Fn() -> bool + Send>;
+
 /// The callbacks waiting for the exit (deferred Wait replies).
 #[derive(Default)]
-struct ExitCallbacks(Vec<ExitCallback>);
+struct ExitCallbacks(Vec<(ExitCallback, Option<Wanted>)>);
 
 impl std::fmt::Debug for ExitCallbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,21 +259,39 @@ impl Process {
         let callbacks = std::mem::take(&mut inner.on_exit.0);
         drop(inner);
         self.exited.notify_all();
-        for callback in callbacks {
+        for (callback, _) in callbacks {
             callback(Some(exit));
         }
     }
 
     /// Runs `callback` with the exit once it is recorded: now, if it already is.
+    #[cfg(test)]
     pub fn on_exit(&self, callback: ExitCallback) {
+        self.register(callback, None);
+    }
+
+    /// Runs `callback` with the exit once it is recorded (now, if it already is), unless it
+    /// stops being wanted first: each registration drops those no longer wanted, so the
+    /// Waits of clients that went away do not pile up for the life of a long-running process.
+    pub fn on_exit_while(&self, callback: ExitCallback, wanted: Wanted) {
+        self.register(callback, Some(wanted));
+    }
+
+    fn register(&self, callback: ExitCallback, wanted: Option<Wanted>) {
         let mut inner = self.lock();
-        match inner.exit {
-            Some(exit) => {
-                drop(inner);
-                callback(Some(exit));
-            }
-            None => inner.on_exit.0.push(callback),
+        if let Some(exit) = inner.exit {
+            drop(inner);
+            return callback(Some(exit));
         }
+        let waiting = std::mem::take(&mut inner.on_exit.0);
+        let (kept, unwanted): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|(_, wanted)| wanted.as_ref().is_none_or(|wanted| wanted()));
+        inner.on_exit.0 = kept;
+        inner.on_exit.0.push((callback, wanted));
+        // Dropped outside the lock: a dropped reply answers (nobody) on its way out.
+        drop(inner);
+        drop(unwanted);
     }
 
     /// Waits at most `timeout` for the exit to be recorded.
@@ -298,7 +319,7 @@ impl Process {
             exit: inner.exit,
         };
         drop(inner);
-        for callback in abandoned {
+        for (callback, _) in abandoned {
             callback(None);
         }
         snapshot
@@ -327,6 +348,13 @@ impl Process {
         inner.stdin_closed = true;
         if let Some(io) = &mut inner.io {
             io.close_stdin();
+        }
+    }
+
+    /// The process has exited: its output is waited for only while a client reads it.
+    pub fn release_output(&self) {
+        if let Some(io) = &mut self.lock().io {
+            io.release_output();
         }
     }
 
@@ -370,6 +398,25 @@ mod tests {
             ProcState::Exec(ExecState::Stopped)
         );
         assert_eq!(process.snapshot().state.status(), Status::STOPPED);
+    }
+
+    #[test]
+    fn registering_drops_the_waiters_nobody_wants() {
+        let process = exec();
+        let (gone, left) = crossbeam_channel::bounded::<()>(1);
+        process.on_exit_while(
+            Box::new(move |_| gone.send(()).unwrap()),
+            Box::new(|| false),
+        );
+        let (waiter, waited) = crossbeam_channel::bounded(1);
+        process.on_exit_while(
+            Box::new(move |exit| waiter.send(exit).unwrap()),
+            Box::new(|| true),
+        );
+        // The unwanted callback was dropped unrun: its sender is gone, nothing was sent.
+        assert!(left.recv().is_err());
+        process.mark_deleted();
+        assert_eq!(waited.try_recv().unwrap(), None);
     }
 
     #[test]

@@ -219,7 +219,8 @@ impl TaskService for RuncRuntime {
             Err(error) => return reply.send(Err(error.into())),
         };
         let id = process.id.clone();
-        ops::wait_then(&process, move |exit| {
+        let abandoned = reply.abandonment();
+        let answer = move |exit: Option<crate::runc::process::ExitRecord>| {
             reply.send(match exit {
                 Some(exit) => {
                     let mut response = WaitResponse::new();
@@ -229,7 +230,8 @@ impl TaskService for RuncRuntime {
                 }
                 None => Err(Error::DeletedBeforeExit { id }.into()),
             });
-        });
+        };
+        ops::wait_then(&process, answer, abandoned);
     }
 
     fn stats(&self, _ctx: &RequestContext, request: StatsRequest) -> ttrpc::Result<StatsResponse> {

@@ -1,7 +1,9 @@
 //! The read half of one client connection: bytes in, complete request frames out.
 //!
-//! The socket stays blocking for the replies' writes; reads use `MSG_DONTWAIT`, so the
-//! server thread only ever takes what epoll said is there.
+//! Reads use `MSG_DONTWAIT` and stop after [`READ_BUDGET`] chunks, so the main thread only
+//! takes what epoll said is there, and one busy client cannot keep it from the others
+//! (epoll is level-triggered: what is left is reported again). Writes go through the
+//! connection's [`Outbox`].
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -12,12 +14,14 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use ttrpc::proto::{MessageHeader, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX};
 
-use super::reply::ConnectionWriter;
+use super::outbox::{Attention, Interest, Outbox};
 
 /// Bytes read per `recv`, on the main thread's stack: most requests fit in one (a Create
 /// is about 1 KiB), larger ones take a few. Every page of it is a page of the main thread's
 /// stack that stays resident for the shim's life, so it is kept small.
 const READ_CHUNK: usize = 4 * 1024;
+/// Chunks read per readiness report before the main loop moves on to other work.
+const READ_BUDGET: usize = 16;
 
 /// One frame taken off the wire.
 #[derive(Debug)]
@@ -43,43 +47,64 @@ pub(crate) enum Readable {
 /// One accepted client connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    stream: UnixStream,
-    writer: Arc<ConnectionWriter>,
-    buffer: Vec<u8>,
-    /// Body bytes still to skip of an oversized frame.
-    skipping: usize,
+    /// The socket; the outbox shares it until [`Connection::close`].
+    stream: Arc<UnixStream>,
+    outbox: Arc<Outbox>,
+    splitter: FrameSplitter,
+    /// What epoll watches for now.
+    watched: Interest,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: UnixStream) -> io::Result<Self> {
-        let writer = ConnectionWriter::new(stream.try_clone()?);
-        Ok(Self {
+    /// Wraps an accepted (non-blocking) socket known to epoll as `token`.
+    pub(crate) fn new(stream: UnixStream, token: u64, attention: Arc<Attention>) -> Self {
+        let stream = Arc::new(stream);
+        let outbox = Outbox::new(Arc::clone(&stream), token, attention);
+        Self {
             stream,
-            writer,
-            buffer: Vec::new(),
-            skipping: 0,
-        })
+            outbox,
+            splitter: FrameSplitter::default(),
+            watched: Interest::Watch {
+                read: true,
+                write: false,
+            },
+        }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }
 
-    pub(crate) fn writer(&self) -> &Arc<ConnectionWriter> {
-        &self.writer
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
-    /// Reads what is available and splits it into frames.
+    /// What epoll watches for now, as last set by the caller.
+    pub(crate) fn watched(&self) -> Interest {
+        self.watched
+    }
+
+    pub(crate) fn set_watched(&mut self, interest: Interest) {
+        self.watched = interest;
+    }
+
+    /// Ends the connection: the outbox lets go of the socket, so the descriptor closes
+    /// when this value drops, whatever replies are still in flight.
+    pub(crate) fn close(self) {
+        self.outbox.close();
+    }
+
+    /// Reads what is available (up to the budget) and splits it into frames.
     pub(crate) fn read_frames(&mut self) -> io::Result<Readable> {
         let mut chunk = [0u8; READ_CHUNK];
         let mut closed = false;
-        loop {
+        for _ in 0..READ_BUDGET {
             match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(read) => self.take_in(&chunk[..read]),
+                Ok(read) => self.splitter.take_in(&chunk[..read]),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::ECONNRESET) => {
@@ -89,21 +114,33 @@ impl Connection {
                 Err(errno) => return Err(errno.into()),
             }
         }
-        let frames = self.split_frames();
+        let frames = self.splitter.split();
         Ok(if closed {
             Readable::Closed(frames)
         } else {
             Readable::Frames(frames)
         })
     }
+}
 
-    fn take_in(&mut self, bytes: &[u8]) {
+/// Bytes in, frames out: the framing of one connection's byte stream.
+#[derive(Debug, Default)]
+pub(crate) struct FrameSplitter {
+    buffer: Vec<u8>,
+    /// Body bytes still to skip of an oversized frame.
+    skipping: usize,
+}
+
+impl FrameSplitter {
+    /// Adds bytes read from the connection.
+    pub(crate) fn take_in(&mut self, bytes: &[u8]) {
         let skipped = self.skipping.min(bytes.len());
         self.skipping -= skipped;
         self.buffer.extend_from_slice(&bytes[skipped..]);
     }
 
-    fn split_frames(&mut self) -> Vec<Frame> {
+    /// Takes every complete frame out of what was added.
+    pub(crate) fn split(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         let mut consumed = 0;
         while self.skipping == 0 {
@@ -164,7 +201,7 @@ mod tests {
     #[test]
     fn splits_frames_across_reads() {
         let (mut client, server) = UnixStream::pair().unwrap();
-        let mut connection = Connection::new(server).unwrap();
+        let mut connection = Connection::new(server, 1, Attention::new().unwrap());
         let mut bytes = frame(1, b"first");
         bytes.extend(frame(3, b"second"));
         client.write_all(&bytes[..7]).unwrap();
@@ -186,7 +223,7 @@ mod tests {
     #[test]
     fn skips_an_oversized_frame_and_keeps_the_next() {
         let (mut client, server) = UnixStream::pair().unwrap();
-        let mut connection = Connection::new(server).unwrap();
+        let mut connection = Connection::new(server, 1, Attention::new().unwrap());
         let oversized = u32::try_from(MESSAGE_LENGTH_MAX + 1).unwrap();
         let header: Vec<u8> = MessageHeader::new_request(5, oversized).into();
         let writer = std::thread::spawn(move || {

@@ -7,9 +7,14 @@
 //! server keeps a listener thread, two threads per connection and a worker pool alive for
 //! as long as the shim lives.
 //!
+//! No client can stall it: sockets are non-blocking, answers leave through each
+//! connection's bounded outbox (a client that stops reading is cut off), and a
+//! connection with too many requests in hand is not read until some are answered.
+//!
 //! Only unary calls exist in the task API: data frames and unknown frame types are ignored.
 
 mod connection;
+mod outbox;
 mod reply;
 
 use std::collections::HashMap;
@@ -18,7 +23,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{accept4, SockFlag};
 use protobuf::Message;
@@ -26,6 +34,7 @@ use ttrpc::proto::{Code, MessageHeader, Request, MESSAGE_TYPE_REQUEST};
 
 use crate::pool::WorkerPool;
 use connection::{Connection, Frame, Readable};
+use outbox::{Attention, Interest, Outbox};
 pub(crate) use reply::RawReply;
 pub use reply::{Reply, RequestContext};
 
@@ -45,6 +54,7 @@ pub(crate) struct Server {
     pool: WorkerPool,
     connections: HashMap<u64, Connection>,
     next_token: u64,
+    attention: Arc<Attention>,
 }
 
 impl Server {
@@ -65,6 +75,7 @@ impl Server {
             pool,
             connections: HashMap::new(),
             next_token: first_token,
+            attention: Attention::new()?,
         })
     }
 
@@ -73,10 +84,99 @@ impl Server {
         &self.listener
     }
 
+    /// Readable when connections need the main loop ([`Server::attend`]): replies the
+    /// socket did not take, a client cut off, reading to resume.
+    pub(crate) fn attention(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.attention.fd()
+    }
+
+    /// Looks at every connection that asked for it.
+    pub(crate) fn attend(&mut self, epoll: &Epoll) {
+        for token in self.attention.take() {
+            self.update(epoll, token);
+        }
+    }
+
+    /// Handles a readiness report for connection `token`.
+    pub(crate) fn ready(&mut self, epoll: &Epoll, token: u64, flags: EpollFlags) {
+        let Some(connection) = self.connections.get(&token) else {
+            return;
+        };
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            connection.outbox().flush();
+        }
+        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+            self.read(epoll, token);
+        }
+        self.update(epoll, token);
+    }
+
+    /// Watches connection `token` for what it needs now, or closes it.
+    fn update(&mut self, epoll: &Epoll, token: u64) {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let interest = connection.outbox().interest();
+        if interest == connection.watched() {
+            return;
+        }
+        let Interest::Watch { read, write } = interest else {
+            return self.close(epoll, token);
+        };
+        let mut flags = EpollFlags::empty();
+        flags.set(EpollFlags::EPOLLIN, read);
+        flags.set(EpollFlags::EPOLLOUT, write);
+        let mut event = EpollEvent::new(flags, token);
+        if let Err(errno) = epoll.modify(connection.fd(), &mut event) {
+            log::error!("failed to watch a connection: {errno}");
+            return self.close(epoll, token);
+        }
+        connection.set_watched(interest);
+    }
+
+    fn close(&mut self, epoll: &Epoll, token: u64) {
+        if let Some(connection) = self.connections.remove(&token) {
+            // Closing the fd removes it from epoll too; deleting first keeps that explicit.
+            let _ = epoll.delete(connection.fd());
+            connection.close();
+        }
+    }
+
+    /// Sends what replies are still queued, for at most `timeout`: the answer to a
+    /// Shutdown, above all, must reach its client before the daemon exits.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending: Vec<&Connection> = self
+                .connections
+                .values()
+                .filter(|connection| {
+                    connection.outbox().flush();
+                    connection.outbox().has_pending()
+                })
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending.is_empty() || left.is_zero() {
+                return;
+            }
+            let mut fds: Vec<PollFd> = pending
+                .iter()
+                .map(|connection| PollFd::new(connection.fd(), PollFlags::POLLOUT))
+                .collect();
+            let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            if let Err(errno) = poll(&mut fds, left) {
+                if errno != Errno::EINTR {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Accepts every pending connection and adds it to `epoll`.
     pub(crate) fn accept(&mut self, epoll: &Epoll) {
         loop {
-            let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+            let fd = match accept4(self.listener.as_raw_fd(), flags) {
                 Ok(fd) => fd,
                 Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
                 Err(Errno::EAGAIN) => return,
@@ -87,15 +187,9 @@ impl Server {
             };
             // SAFETY: accept4 just returned this fd and nothing else owns it.
             let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-            let connection = match Connection::new(stream) {
-                Ok(connection) => connection,
-                Err(error) => {
-                    log::error!("failed to set up a connection: {error}");
-                    continue;
-                }
-            };
             let token = self.next_token;
             self.next_token += 1;
+            let connection = Connection::new(stream, token, Arc::clone(&self.attention));
             let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
             if let Err(errno) = epoll.add(connection.fd(), event) {
                 log::error!("failed to watch a connection: {errno}");
@@ -106,7 +200,7 @@ impl Server {
     }
 
     /// Reads connection `token`, dispatching every complete request; forgets it once closed.
-    pub(crate) fn read(&mut self, epoll: &Epoll, token: u64) {
+    fn read(&mut self, epoll: &Epoll, token: u64) {
         let Some(connection) = self.connections.get_mut(&token) else {
             return;
         };
@@ -118,22 +212,19 @@ impl Server {
                 (Vec::new(), false)
             }
         };
-        let writer = Arc::clone(connection.writer());
+        let outbox = Arc::clone(connection.outbox());
         for frame in frames {
-            self.handle(frame, &writer);
+            self.handle(frame, &outbox);
         }
         if !open {
-            if let Some(connection) = self.connections.remove(&token) {
-                // Closing the fd removes it from epoll too; deleting first keeps that explicit.
-                let _ = epoll.delete(connection.fd());
-            }
+            self.close(epoll, token);
         }
     }
 
-    fn handle(&self, frame: Frame, writer: &Arc<reply::ConnectionWriter>) {
+    fn handle(&self, frame: Frame, outbox: &Arc<Outbox>) {
         match frame {
             Frame::Oversized { header } => {
-                let reply = RawReply::new(Arc::clone(writer), header.stream_id);
+                let reply = RawReply::new(Arc::clone(outbox), header.stream_id);
                 let message = format!(
                     "message length {} exceeds the maximum message size",
                     header.length
@@ -141,7 +232,7 @@ impl Server {
                 reply.send_status(Code::RESOURCE_EXHAUSTED, message);
             }
             Frame::Complete { header, body } if header.type_ == MESSAGE_TYPE_REQUEST => {
-                let reply = RawReply::new(Arc::clone(writer), header.stream_id);
+                let reply = RawReply::new(Arc::clone(outbox), header.stream_id);
                 self.submit(&header, &body, reply);
             }
             Frame::Complete { header, .. } => {
@@ -170,6 +261,10 @@ impl Server {
         }
         let dispatcher = Arc::clone(&self.dispatcher);
         self.pool.execute(move || {
+            if reply.is_abandoned() {
+                // The client left (or was cut off) while this waited for a worker.
+                return;
+            }
             let context = context_of(&request);
             dispatcher.dispatch(context, &request.method, &request.payload, reply);
         });
@@ -187,5 +282,67 @@ fn context_of(request: &Request) -> RequestContext {
     RequestContext {
         metadata,
         timeout_nano: request.timeout_nano,
+    }
+}
+
+/// The decoders behind the server, fed raw bytes: entry points for the fuzz targets in
+/// `shim/fuzz`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use protobuf::Message;
+    use ttrpc::proto::Request;
+    use wren_shim_protocol::task::{
+        CheckpointTaskRequest, CloseIORequest, ConnectRequest, CreateTaskRequest, DeleteRequest,
+        ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, ResizePtyRequest,
+        ResumeRequest, ShutdownRequest, StartRequest, StateRequest, StatsRequest,
+        UpdateTaskRequest, WaitRequest,
+    };
+
+    use super::connection::{Frame, FrameSplitter};
+
+    /// Splits `chunks`, fed one after the other as reads would, into frames; returns the
+    /// complete ones' bodies and the number of oversized ones.
+    pub fn split_frames<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, usize) {
+        let mut splitter = FrameSplitter::default();
+        let (mut bodies, mut oversized) = (Vec::new(), 0);
+        for chunk in chunks {
+            splitter.take_in(chunk);
+            for frame in splitter.split() {
+                match frame {
+                    Frame::Complete { body, .. } => bodies.push(body),
+                    Frame::Oversized { .. } => oversized += 1,
+                }
+            }
+        }
+        (bodies, oversized)
+    }
+
+    /// Decodes a frame body as the server does: the ttrpc Request, then its payload as the
+    /// named Task method's request. Returns whether both decoded.
+    pub fn decode_request(body: &[u8]) -> bool {
+        let Ok(request) = Request::parse_from_bytes(body) else {
+            return false;
+        };
+        let payload = request.payload.as_slice();
+        match request.method.as_str() {
+            "Create" => CreateTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Start" => StartRequest::parse_from_bytes(payload).is_ok(),
+            "Delete" => DeleteRequest::parse_from_bytes(payload).is_ok(),
+            "Pids" => PidsRequest::parse_from_bytes(payload).is_ok(),
+            "Pause" => PauseRequest::parse_from_bytes(payload).is_ok(),
+            "Resume" => ResumeRequest::parse_from_bytes(payload).is_ok(),
+            "Checkpoint" => CheckpointTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Kill" => KillRequest::parse_from_bytes(payload).is_ok(),
+            "Exec" => ExecProcessRequest::parse_from_bytes(payload).is_ok(),
+            "ResizePty" => ResizePtyRequest::parse_from_bytes(payload).is_ok(),
+            "CloseIO" => CloseIORequest::parse_from_bytes(payload).is_ok(),
+            "Update" => UpdateTaskRequest::parse_from_bytes(payload).is_ok(),
+            "Wait" => WaitRequest::parse_from_bytes(payload).is_ok(),
+            "Stats" => StatsRequest::parse_from_bytes(payload).is_ok(),
+            "State" => StateRequest::parse_from_bytes(payload).is_ok(),
+            "Connect" => ConnectRequest::parse_from_bytes(payload).is_ok(),
+            "Shutdown" => ShutdownRequest::parse_from_bytes(payload).is_ok(),
+            _ => false,
+        }
     }
 }

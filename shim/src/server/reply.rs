@@ -2,15 +2,13 @@
 //! its [`Reply`], now or later (a deferred Wait answers when the process exits).
 
 use std::collections::HashMap;
-use std::io;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use nix::sys::socket::{send, MsgFlags};
 use protobuf::Message;
 use ttrpc::proto::{Code, MessageHeader, Response, Status, MESSAGE_LENGTH_MAX};
+
+use super::outbox::Outbox;
 
 /// What a handler may know about the request besides its message.
 #[derive(Debug, Clone, Default)]
@@ -21,53 +19,31 @@ pub struct RequestContext {
     pub timeout_nano: i64,
 }
 
-/// The write half of one client connection, shared by the replies in flight on it.
-#[derive(Debug)]
-pub(crate) struct ConnectionWriter {
-    stream: Mutex<UnixStream>,
-}
-
-impl ConnectionWriter {
-    pub(crate) fn new(stream: UnixStream) -> Arc<Self> {
-        Arc::new(Self {
-            stream: Mutex::new(stream),
-        })
-    }
-
-    /// Writes one response frame; the lock keeps frames from interleaving.
-    fn write_response(&self, stream_id: u32, response: &Response) -> io::Result<()> {
-        let body = response.write_to_bytes().map_err(io::Error::other)?;
-        let length = u32::try_from(body.len()).map_err(io::Error::other)?;
-        let mut frame: Vec<u8> = MessageHeader::new_response(stream_id, length).into();
-        frame.extend_from_slice(&body);
-        let stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
-        write_all(&stream, &frame)
-    }
-}
-
-/// `send` with MSG_NOSIGNAL: a client that hung up must cost an error, not a SIGPIPE.
-fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => bytes = &bytes[written..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
-    }
-    Ok(())
-}
-
 /// The untyped answer to one request.
+///
+/// It holds the connection's [`Outbox`], never its socket: a reply that outlives its
+/// connection (a Wait on a process that runs for days) costs no descriptor, and sending it
+/// then is a no-op.
 #[derive(Debug)]
 pub(crate) struct RawReply {
-    writer: Arc<ConnectionWriter>,
+    outbox: Arc<Outbox>,
     stream_id: u32,
 }
 
 impl RawReply {
-    pub(crate) fn new(writer: Arc<ConnectionWriter>, stream_id: u32) -> Self {
-        Self { writer, stream_id }
+    pub(crate) fn new(outbox: Arc<Outbox>, stream_id: u32) -> Self {
+        Self { outbox, stream_id }
+    }
+
+    /// Whether nobody is left to read the answer (the connection is closed).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.outbox.is_closed()
+    }
+
+    /// [`RawReply::is_abandoned`] as a probe that does not keep the connection's outbox.
+    fn abandonment(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let outbox = Arc::downgrade(&self.outbox);
+        move || outbox.upgrade().is_none_or(|outbox| outbox.is_closed())
     }
 
     /// Sends an OK response carrying `payload`, or `status` if the payload is too large.
@@ -93,11 +69,32 @@ impl RawReply {
     }
 
     fn send(self, response: &Response) {
-        if let Err(error) = self.writer.write_response(self.stream_id, response) {
-            // The client hung up or stopped reading; nobody is left to tell.
-            log::debug!("failed to answer stream {}: {error}", self.stream_id);
+        match frame(self.stream_id, response) {
+            Ok(frame) => self.outbox.push(frame),
+            Err(error) => log::error!(
+                "failed to encode the answer to stream {}: {error}",
+                self.stream_id
+            ),
         }
     }
+}
+
+impl Drop for RawReply {
+    fn drop(&mut self) {
+        // The connection's own handle is not a reply in hand; this one still is.
+        let in_hand = Arc::strong_count(&self.outbox).saturating_sub(1);
+        self.outbox.reply_done(in_hand);
+    }
+}
+
+/// A response frame: header and encoded body.
+fn frame(stream_id: u32, response: &Response) -> protobuf::Result<Vec<u8>> {
+    let body = response.write_to_bytes()?;
+    // The payload was checked against the 4 MiB limit; status messages are short.
+    let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut frame: Vec<u8> = MessageHeader::new_response(stream_id, length).into();
+    frame.extend_from_slice(&body);
+    Ok(frame)
 }
 
 fn status(code: Code, message: String) -> Status {
@@ -123,6 +120,19 @@ impl<T: Message> Reply<T> {
             raw: Some(raw),
             response: PhantomData,
         }
+    }
+
+    /// Whether nobody is left to read the answer: the client's connection is closed, so a
+    /// runtime may drop the reply instead of keeping it until the answer is known.
+    pub fn is_abandoned(&self) -> bool {
+        self.raw.as_ref().is_none_or(RawReply::is_abandoned)
+    }
+
+    /// [`Reply::is_abandoned`], callable after the reply has been moved elsewhere (into an
+    /// exit callback): lets a runtime drop the waiting replies of clients that left.
+    pub fn abandonment(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let raw = self.raw.as_ref().map(RawReply::abandonment);
+        move || raw.as_ref().is_none_or(|abandoned| abandoned())
     }
 
     /// Sends the handler's result: the message, or the error's status.

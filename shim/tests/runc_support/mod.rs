@@ -232,6 +232,11 @@ impl Harness {
             .expect("an event within the bound")
     }
 
+    /// The next event, or `None` if none comes within `timeout`.
+    pub fn event_within(&self, timeout: Duration) -> Option<Envelope> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
     /// Topics (with the process id they concern) up to and including `/tasks/delete` of
     /// `container_id`.
     pub fn events_until_delete(&self, container_id: &str) -> Vec<(String, String)> {
@@ -505,10 +510,34 @@ pub fn exec(
     shim.client.exec(ctx(), &request)
 }
 
-/// Shutdown; the daemon may exit before its answer is written.
+/// Shutdown; the daemon answers before it exits.
 pub fn shutdown(shim: &Shim) {
-    match shim.client.shutdown(ctx(), &ShutdownRequest::new()) {
-        Ok(_) | Err(ttrpc::Error::Socket(_) | ttrpc::Error::Others(_)) => {}
-        Err(error) => panic!("shutdown failed: {error:?}"),
+    if let Err(error) = shim.client.shutdown(ctx(), &ShutdownRequest::new()) {
+        panic!("shutdown failed: {error:?}");
     }
+}
+
+/// A raw ttrpc request frame for `method` of the task service, on `stream_id`.
+pub fn request_frame(service: &str, method: &str, payload: Vec<u8>, stream_id: u32) -> Vec<u8> {
+    let mut request = ttrpc::proto::Request::new();
+    request.service = service.into();
+    request.method = method.into();
+    request.payload = payload;
+    let body = request.write_to_bytes().unwrap();
+    let length = u32::try_from(body.len()).unwrap();
+    let mut frame: Vec<u8> = ttrpc::proto::MessageHeader::new_request(stream_id, length).into();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// A plain unix socket to the shim, for clients that misbehave.
+pub fn raw_connect(shim: &Shim) -> std::os::unix::net::UnixStream {
+    std::os::unix::net::UnixStream::connect(shim.address.trim_start_matches("unix://")).unwrap()
+}
+
+/// The number of descriptors `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
