@@ -17,7 +17,7 @@ guest_limit=${WREN_VM_LIMIT:-1500}
 strict=false
 [ "${CI:-}" = true ] && strict=true
 
-# Each line: a test target of the wren-tests package, the test name filters to run in it, and
+# Each line: an integration test target of the workspace, the test name filters to run in it, and
 # the OCI runtime the private containerd's `ctr run`s use ("runc" leaves the shim's default).
 # Filters match both `go_shim::` and `wren_shim::` tests of a scenario.
 plan=(
@@ -25,6 +25,8 @@ plan=(
     "containerd_metrics runc metrics_match_the_go_shim_field_for_field"
     "containerd_parity runc run_tty_is_interactive exec_tty_is_interactive pause_and_resume_publish_events memory_limit_update_reaches_the_cgroup cpu_update_reaches_the_cgroup oom_is_published_once_before_exit oom_after_execs_come_and_go checkpoint_leaves_task_running"
     "containerd_checkpoint runc checkpoint"
+    "runc_restore runc checkpointed_counter_is_restored_and_keeps_counting"
+    "wrenctl_checkpoint runc checkpoint_then_restore_keeps_counting"
     "containerd_lifecycle crun run_captures_stdout sigkill_exits_137"
     "containerd_metrics crun metrics_match_the_go_shim_field_for_field"
     "containerd_parity crun run_tty_is_interactive exec_tty_is_interactive pause_and_resume_publish_events oom_is_published_once_before_exit"
@@ -62,13 +64,13 @@ pick_kernel() {
     [ -n "$kernel" ] && [ -d "/lib/modules/${kernel#/boot/vmlinuz-}" ] && echo "$kernel"
 }
 
-# `<target> <executable>` for every integration test binary of wren-tests.
+# `<target> <executable>` for every integration test binary of the workspace.
 test_executables() {
     cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["package_id"].find("wren-tests") >= 0 and msg["target"]["kind"] == ["test"]:
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["kind"] == ["test"]:
         print(msg["target"]["name"], msg["executable"])
 '
 }

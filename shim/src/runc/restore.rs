@@ -95,6 +95,7 @@ pub fn start(shared: &Shared, container: &Arc<Container>, criu: CriuOptions) -> 
             source,
         })?;
     }
+    let engine = shared.engine()?;
     let mut io = container::prepare_io(shared, id, &init.stdio, &container.options)?;
     let runc_io = io.take_runc_io();
     let options = RestoreOptions {
@@ -123,7 +124,7 @@ pub fn start(shared: &Shared, container: &Arc<Container>, criu: CriuOptions) -> 
         container: Arc::clone(container),
         process: Arc::clone(init),
     };
-    match io.start(&shared.engine.handle(), CONSOLE_TIMEOUT) {
+    match io.start(&engine, CONSOLE_TIMEOUT) {
         Ok(io) => init.started(pid, Some(io)),
         Err(source) => {
             // The process runs without its stdio: stop it; its exit is tracked as usual.
