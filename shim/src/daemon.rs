@@ -37,7 +37,7 @@ use crate::transient;
 
 /// How long shutdown waits for queued events to reach containerd.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for queued replies (the Shutdown answer) to reach their clients.
+/// How long shutdown waits for replies (the Shutdown answer, a racing Kill) to reach clients.
 const REPLY_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Requests handled at once; more wait in order. containerd rarely has more than a few in
 /// flight per shim, since Wait holds no thread.

@@ -22,7 +22,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -37,6 +36,9 @@ use connection::{Connection, Frame, Readable};
 use outbox::{Attention, Interest, Outbox};
 pub(crate) use reply::RawReply;
 pub use reply::{Reply, RequestContext};
+
+/// How often a flush looks again for the replies of requests still being handled.
+const HANDLING_POLL: Duration = Duration::from_millis(5);
 
 /// The services a shim answers: the task API under both names containerd uses.
 pub const TASK_SERVICES: [&str; 2] = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
@@ -142,27 +144,37 @@ impl Server {
         }
     }
 
-    /// Sends what replies are still queued, for at most `timeout`: the answer to a
-    /// Shutdown, above all, must reach its client before the daemon exits.
+    /// Sends what replies are still queued, and those of requests still being handled, for
+    /// at most `timeout`: the answer to a Shutdown, above all, and to a Kill that raced it,
+    /// must reach its client before the daemon exits.
     pub(crate) fn flush(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
+            let mut handling = false;
             let pending: Vec<&Connection> = self
                 .connections
                 .values()
                 .filter(|connection| {
-                    connection.outbox().flush();
-                    connection.outbox().has_pending()
+                    let outbox = connection.outbox();
+                    outbox.flush();
+                    handling |= outbox.requests_in_hand() > 0;
+                    outbox.has_pending()
                 })
                 .collect();
             let left = deadline.saturating_duration_since(Instant::now());
-            if pending.is_empty() || left.is_zero() {
+            if (pending.is_empty() && !handling) || left.is_zero() {
                 return;
             }
             let mut fds: Vec<PollFd> = pending
                 .iter()
                 .map(|connection| PollFd::new(connection.fd(), PollFlags::POLLOUT))
                 .collect();
+            // A reply still being made is not announced: look again soon.
+            let left = if handling {
+                left.min(HANDLING_POLL)
+            } else {
+                left
+            };
             let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
             if let Err(errno) = poll(&mut fds, left) {
                 if errno != Errno::EINTR {

@@ -157,6 +157,12 @@ impl Outbox {
         !self.lock().frames.is_empty()
     }
 
+    /// Requests read from this connection and not answered yet (pending Waits included):
+    /// every holder of the outbox but the connection itself is one.
+    pub(crate) fn requests_in_hand(self: &Arc<Self>) -> usize {
+        Arc::strong_count(self).saturating_sub(1)
+    }
+
     /// What the main loop should watch now; also ends the pending attention request, so
     /// that the next change asks again.
     pub(crate) fn interest(self: &Arc<Self>) -> Interest {
@@ -165,9 +171,7 @@ impl Outbox {
         if state.broken {
             return Interest::Close;
         }
-        // Every other holder than the connection (`self`) is a request in hand.
-        let in_hand = Arc::strong_count(self).saturating_sub(1);
-        if in_hand >= MAX_IN_HAND {
+        if self.requests_in_hand() >= MAX_IN_HAND {
             state.reading_paused = true;
         }
         Interest::Watch {
