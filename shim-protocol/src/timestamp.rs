@@ -79,6 +79,37 @@ pub fn from_timestamp(timestamp: &Timestamp) -> Result<SystemTime, TimestampErro
         .ok_or(TimestampError::Overflow { seconds, nanos })
 }
 
+/// `2026-12-03T18:05:00.123456789Z`: `time` in UTC as RFC 3339 with nanoseconds, as containerd
+/// logs and `ctr events` print times (no date crate needed for one format).
+pub fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day): Howard Hinnant's
+/// `civil_from_days`, for days ≥ 0.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +167,24 @@ mod tests {
     #[test]
     fn now_is_after_2020() {
         assert!(now().seconds > 1_577_836_800);
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_nanoseconds() {
+        let at = |secs, nanos| UNIX_EPOCH + Duration::new(secs, nanos);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000000000Z");
+        // Leap days, one of a century leap year.
+        assert_eq!(
+            rfc3339(at(951_782_400, 5)),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_709_210_096, 500_000_000)),
+            "2024-02-29T12:34:56.500000000Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_798_761_599, 0)),
+            "2026-12-31T23:59:59.000000000Z"
+        );
     }
 }

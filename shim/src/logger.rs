@@ -4,7 +4,9 @@
 //! shim's logrus output does: `time`, `level`, `msg`, plus the task's namespace and id.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use wren_shim_protocol::timestamp::rfc3339;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -105,48 +107,11 @@ fn quote(value: &str) -> String {
     }
 }
 
-/// `2006-01-02T15:04:05.000000000Z` in UTC, without a date crate.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since_epoch.subsec_nanos()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
-        // 2024-02-29T12:34:56.5Z: a leap day.
-        let at = UNIX_EPOCH + Duration::new(1_709_210_096, 500_000_000);
-        assert_eq!(rfc3339(at), "2024-02-29T12:34:56.500000000Z");
-    }
 
     #[test]
     fn lines_are_logfmt() {

@@ -3,12 +3,13 @@
 
 use std::collections::HashSet;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Result;
 use crossbeam_channel::Sender;
 use wren_manager::events::{Event, EventPayload, EventSink};
 use wren_manager::state::ContainerRecord;
+use wren_shim_protocol::timestamp::rfc3339;
 
 use super::Ctl;
 
@@ -119,56 +120,4 @@ fn print_event(event: &Event) {
         event.topic,
         event.payload.container_id()
     );
-}
-
-/// `2026-12-03T18:05:00.123456789Z`, as `ctr events` prints times.
-pub fn rfc3339(at: SystemTime) -> String {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60,
-        since.subsec_nanos()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`,
-/// for days ≥ 0).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = |secs, nanos| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000000000Z");
-        // 2000-02-29, a leap day of a century leap year.
-        assert_eq!(
-            rfc3339(at(951_782_400, 5)),
-            "2000-02-29T00:00:00.000000005Z"
-        );
-        assert_eq!(
-            rfc3339(at(1_798_761_599, 0)),
-            "2026-12-31T23:59:59.000000000Z"
-        );
-    }
 }
