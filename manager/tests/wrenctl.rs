@@ -2,22 +2,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use common::{text, wrenctl};
 
-fn wrenctl(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wrenctl"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// An attached run prints the container's output and exits with its code; --rm leaves no state.
 fn attached_run_passes_exit_code(shim: &str) {

@@ -6,26 +6,13 @@
 
 mod common;
 
+use common::{text, wrenctl};
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done";
 const OUTPUT_BOUND: Duration = Duration::from_secs(30);
-
-fn wrenctl(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wrenctl"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn run_counter(state: &Path, shim: &str, rootfs: &Path, name: &str, checkpoint: Option<&Path>) {
     let mut args = vec!["run", "-d", "--name", name, "--shim", shim];

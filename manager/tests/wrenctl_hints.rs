@@ -1,23 +1,13 @@
 //! What a new user meets: README's wrenctl sequence run literally, `stop`, the CLI
 //! conventions, and error texts that say what to do.
 
+mod common;
+
+use common::{text, wrenctl};
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn wrenctl(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wrenctl"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A busybox rootfs with the applets README's commands use.
 fn rootfs(dir: &Path) -> PathBuf {

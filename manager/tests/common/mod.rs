@@ -1,8 +1,10 @@
 //! Shared set-up for the manager's integration tests: a busybox bundle, an events sink,
 //! a launched shim with a private runc root, and FIFO stdio.
-#![allow(dead_code)]
+// Each test binary uses a part of it.
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -191,4 +193,20 @@ pub fn runc_options(root: &Path) -> runc::Options {
 
 pub fn path_str(path: Option<&Path>) -> String {
     path.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Runs the `wrenctl` of this build with its state under `state`, stdin closed.
+pub fn wrenctl(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wrenctl"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Command output as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
