@@ -7,6 +7,7 @@
 #
 # Expects the test binaries built (scripts/test.sh builds them first). Under CI=true the lane
 # must run; elsewhere a machine that cannot run it prints a SKIP line naming what is missing.
+# WREN_VM_ONLY=target,target runs only those lines of the plan.
 # WREN_VM_KVM=1 tries KVM (it hangs at boot under nested virtualisation, hence TCG by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ cd "$(dirname "$0")/.."
 # How long the guest may run before the lane calls it hung (TCG is about ten times slower than
 # the host; the lane takes about half of this).
 guest_limit=${WREN_VM_LIMIT:-1500}
+# How long one test binary may run in the guest.
+binary_limit=600
 strict=false
 [ "${CI:-}" = true ] && strict=true
 
@@ -89,6 +92,9 @@ write_guest_script() {
         echo 'status=0'
         for line in "${plan[@]}"; do
             read -r target runtime filters <<<"$line"
+            if [ -n "${WREN_VM_ONLY:-}" ] && [[ " ${WREN_VM_ONLY//,/ } " != *" $target "* ]]; then
+                continue
+            fi
             local exe
             exe=$(awk -v t="$target" '$1 == t { print $2 }' <<<"$executables")
             if [ -z "$exe" ]; then
@@ -98,7 +104,8 @@ write_guest_script() {
             local env=""
             [ "$runtime" != runc ] && env="WREN_TESTS_OCI_RUNTIME=$runtime"
             echo "echo '=== $target ($runtime): $filters'"
-            echo "env $env '$exe' $filters --test-threads=2 || status=1"
+            # One hung binary must not cost the rest of the lane its results.
+            echo "timeout -k 10 $binary_limit env $env '$exe' $filters --test-threads=2 --show-output || status=1"
         done
         echo 'echo "$status" > '"'$lane/status'"
     } >"$lane/guest.sh"

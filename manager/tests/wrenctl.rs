@@ -4,7 +4,6 @@ mod common;
 
 use common::{text, wrenctl};
 
-
 /// An attached run prints the container's output and exits with its code; --rm leaves no state.
 fn attached_run_passes_exit_code(shim: &str) {
     let tmp = tempfile::tempdir().unwrap();

@@ -8,6 +8,12 @@
 //! through `wrenctl run --checkpoint`, with the bundle containerd wrote, which sends the shim
 //! the Create (with `checkpoint`) and Start containerd's restore path sends.
 //!
+//! ctr sends its checkpoint options (`--exit`, `--image-path`) only to a runtime named
+//! `io.containerd.runc.*`, and containerd 1.6 honours an image path only for those names; so
+//! wren's runs here install it as an operator replacing the Go shim in place would: as
+//! `containerd-shim-runc-v2`, first on containerd's PATH (each scenario checks that wren's
+//! binary served the task).
+//!
 //! Needs a working CRIU (`wren_tests::criu_works`): where `criu check` fails (this project's
 //! hybrid cgroup host) a visible `SKIP` follows the error path (a checkpoint failure naming
 //! criu, the task still running and counting, nothing leaked); under `WREN_TESTS_CRIU=1` (the
@@ -31,6 +37,35 @@ wren_tests::per_runtime!(
     checkpoint_exit_then_restore_keeps_counting,
     checkpoint_leave_running_keeps_counting,
 );
+
+/// A private containerd whose `io.containerd.runc.v2` is `rt`'s shim.
+fn start_containerd(rt: Runtime) -> Containerd {
+    match rt {
+        Runtime::Go => Containerd::start(Runtime::Go),
+        Runtime::Wren => {
+            let wren = wren_tests::workspace_bin("containerd-shim-wren-v2");
+            let alias_dir = wren.parent().expect("a binary dir").join("wren-as-runc");
+            std::fs::create_dir_all(&alias_dir).expect("create the alias dir");
+            let alias = alias_dir.join("containerd-shim-runc-v2");
+            if std::fs::read_link(&alias).ok().as_deref() != Some(wren.as_path()) {
+                let _ = std::fs::remove_file(&alias);
+                std::os::unix::fs::symlink(&wren, &alias).expect("link wren as runc's shim");
+            }
+            Containerd::start_with_shim_dirs(Runtime::Go, vec![alias_dir])
+        }
+    }
+}
+
+/// Asserts that the shim serving task `id` (its init's parent) runs `rt`'s binary.
+fn assert_served_by(cd: &Containerd, id: &str, rt: Runtime) {
+    let pid = cd.task_pid(id).expect("a running task has a pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // `pid (comm) state ppid …`: comm may hold spaces, so count from its closing paren.
+    let after_comm = &stat[stat.rfind(')').expect("comm ends") + 2..];
+    let shim_pid = after_comm.split(' ').nth(1).expect("ppid field");
+    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).expect("read shim exe");
+    assert_eq!(exe, PathBuf::from(shim_binary(rt)), "the shim serving {id}");
+}
 
 /// A detached counter whose output goes to `<scratch>/<id>.log`; returns the log path.
 fn run_counter(cd: &Containerd, id: &str) -> PathBuf {
@@ -87,9 +122,10 @@ fn checkpoint_fails_and_task_goes_on(cd: &Containerd, id: &str, log: &Path, outp
 /// `--exit`: the dump stops the task; the image, restored by the same shim, goes on counting
 /// from the last number the task printed, its output still flowing.
 fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
-    let cd = Containerd::start(rt);
+    let cd = start_containerd(rt);
     let id = cd.new_id("ckptexit");
     let log = run_counter(&cd, &id);
+    assert_served_by(&cd, &id, rt);
     numbers(&log, 3);
     let image = cd.scratch("image").display().to_string();
     // The bundle goes with the task: keep a copy of the spec to restore with.
@@ -138,6 +174,7 @@ fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
     assert!(run.status.success(), "restore: {}", output_text(&run));
     let restored_log = state.join(format!("wrenctl/{restored_id}/output.log"));
     let restored = numbers(&restored_log, 3);
+    eprintln!("{scenario}: counted to {last} before the dump; restored: {restored:?}");
     assert_eq!(restored[0], last + 1, "go on from {last}: {restored:?}");
     assert!(
         restored.windows(2).all(|w| w[1] == w[0] + 1),
@@ -150,9 +187,10 @@ fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
 
 /// Without `--exit` the dump leaves the task running, still counting, and writes an image.
 fn checkpoint_leave_running_keeps_counting(rt: Runtime) {
-    let cd = Containerd::start(rt);
+    let cd = start_containerd(rt);
     let id = cd.new_id("ckptlive");
     let log = run_counter(&cd, &id);
+    assert_served_by(&cd, &id, rt);
     numbers(&log, 3);
     let image = cd.scratch("image");
     let image_arg = image.display().to_string();
