@@ -38,20 +38,24 @@ wren_tests::per_runtime!(
     checkpoint_leave_running_keeps_counting,
 );
 
-/// A private containerd whose `io.containerd.runc.v2` is `rt`'s shim.
-fn start_containerd(rt: Runtime) -> Containerd {
+/// A private containerd whose `io.containerd.runc.v2` is `rt`'s shim; for wren, with the temp
+/// dir holding its alias, which must outlive the containerd.
+fn start_containerd(rt: Runtime) -> (Containerd, Option<tempfile::TempDir>) {
     match rt {
-        Runtime::Go => Containerd::start(Runtime::Go),
+        Runtime::Go => (Containerd::start(Runtime::Go), None),
         Runtime::Wren => {
             let wren = wren_tests::workspace_bin("containerd-shim-wren-v2");
-            let alias_dir = wren.parent().expect("a binary dir").join("wren-as-runc");
-            std::fs::create_dir_all(&alias_dir).expect("create the alias dir");
-            let alias = alias_dir.join("containerd-shim-runc-v2");
-            if std::fs::read_link(&alias).ok().as_deref() != Some(wren.as_path()) {
-                let _ = std::fs::remove_file(&alias);
-                std::os::unix::fs::symlink(&wren, &alias).expect("link wren as runc's shim");
-            }
-            Containerd::start_with_shim_dirs(Runtime::Go, vec![alias_dir])
+            let alias_dir = tempfile::Builder::new()
+                .prefix("wren-as-runc-")
+                .tempdir()
+                .expect("create the alias dir");
+            let alias = alias_dir.path().join("containerd-shim-runc-v2");
+            std::os::unix::fs::symlink(&wren, alias).expect("link wren as runc's shim");
+            let dirs = vec![alias_dir.path().to_path_buf()];
+            (
+                Containerd::start_with_shim_dirs(Runtime::Go, dirs),
+                Some(alias_dir),
+            )
         }
     }
 }
@@ -122,7 +126,7 @@ fn checkpoint_fails_and_task_goes_on(cd: &Containerd, id: &str, log: &Path, outp
 /// `--exit`: the dump stops the task; the image, restored by the same shim, goes on counting
 /// from the last number the task printed, its output still flowing.
 fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
-    let cd = start_containerd(rt);
+    let (cd, _alias) = start_containerd(rt);
     let id = cd.new_id("ckptexit");
     let log = run_counter(&cd, &id);
     assert_served_by(&cd, &id, rt);
@@ -187,7 +191,7 @@ fn checkpoint_exit_then_restore_keeps_counting(rt: Runtime) {
 
 /// Without `--exit` the dump leaves the task running, still counting, and writes an image.
 fn checkpoint_leave_running_keeps_counting(rt: Runtime) {
-    let cd = start_containerd(rt);
+    let (cd, _alias) = start_containerd(rt);
     let id = cd.new_id("ckptlive");
     let log = run_counter(&cd, &id);
     assert_served_by(&cd, &id, rt);
