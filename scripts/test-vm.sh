@@ -29,7 +29,6 @@ plan=(
     "containerd_parity runc run_tty_is_interactive exec_tty_is_interactive pause_and_resume_publish_events memory_limit_update_reaches_the_cgroup cpu_update_reaches_the_cgroup oom_is_published_once_before_exit oom_after_execs_come_and_go checkpoint_leaves_task_running"
     "containerd_checkpoint runc checkpoint"
     "runc_restore runc checkpointed_counter_is_restored_and_keeps_counting"
-    "wrenctl_checkpoint runc checkpoint_then_restore_keeps_counting"
     "containerd_lifecycle crun run_captures_stdout sigkill_exits_137"
     "containerd_metrics crun metrics_match_the_go_shim_field_for_field"
     "containerd_parity crun run_tty_is_interactive exec_tty_is_interactive pause_and_resume_publish_events oom_is_published_once_before_exit"
