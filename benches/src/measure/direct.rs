@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use wren_manager::bundle;
-use wren_manager::client::{CreateTask, ExecProcess, ExitInfo, KillScope, TaskClient, TaskError};
+use wren_manager::client::{CreateTask, ExecProcess, ExitInfo, TaskClient, TaskError};
 use wren_manager::events::EventSink;
 use wren_manager::launch::{ShimConfig, ShimDebug};
 use wren_manager::shim::Shim as Daemon;
@@ -34,8 +34,6 @@ use crate::{proc, procfs, sys};
 const DEADLINE: Duration = Duration::from_secs(60);
 /// How long a sleeper's teardown may take before its shim is SIGKILLed.
 const TEARDOWN_DEADLINE: Duration = Duration::from_secs(30);
-/// SIGKILL as the `Kill` RPC carries it.
-const SIGKILL: u32 = 9;
 
 /// Exec of /bin/true and `Stats`, over ttrpc to one sleeper per shim, against `runc exec` and
 /// `runc events --stats` on a sleeper run by runc alone.
@@ -302,20 +300,10 @@ impl Drop for Sleeper<'_> {
             return;
         };
         let _watchdog = Watchdog::arm(daemon.pid(), &self.grpc_address);
-        let client = daemon.client();
-        // A shim deletes only a stopped init.
-        if client
-            .kill(&self.id, "", SIGKILL, KillScope::Process)
-            .is_ok()
-        {
-            let _ = client.wait(&self.id, "");
-        }
-        if let Err(err) = daemon.teardown() {
+        if let Err(err) = super::kill_and_teardown(daemon, &self.id) {
             eprintln!(
                 "cleanup: {} direct sleeper {}: {}",
-                self.shim.name,
-                self.id,
-                wren_manager::error_chain(&err)
+                self.shim.name, self.id, err
             );
             // The `delete` action kills and deletes the container without the daemon.
             let _ = self.config.delete_action();

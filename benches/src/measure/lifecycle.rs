@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::Receiver;
-use wren_manager::client::{CreateTask, KillScope};
+use wren_manager::client::CreateTask;
 use wren_manager::events::{Event, EventPayload, EventSink};
 use wren_manager::launch::{ShimConfig, ShimDebug};
 use wren_manager::shim::Shim as Daemon;
@@ -30,8 +30,6 @@ use crate::{proc, sys};
 
 /// How long one runc call, RPC or awaited event may take.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// SIGKILL as the `Kill` RPC carries it.
-const SIGKILL: u32 = 9;
 
 /// The cold path and exit latency rows.
 pub fn cold_path_and_exit(bench: &Bench<'_>) -> Result<Vec<Metric>> {
@@ -211,20 +209,8 @@ impl Trial {
 impl Drop for Trial {
     fn drop(&mut self) {
         if let Some(daemon) = self.daemon.take() {
-            let client = daemon.client();
-            // A shim deletes only a stopped init; NotFound once the trial deleted it.
-            if client
-                .kill(&self.id, "", SIGKILL, KillScope::Process)
-                .is_ok()
-            {
-                let _ = client.wait(&self.id, "");
-            }
-            if let Err(err) = daemon.teardown() {
-                eprintln!(
-                    "cleanup: lifecycle shim {}: {}",
-                    self.id,
-                    wren_manager::error_chain(&err)
-                );
+            if let Err(err) = super::kill_and_teardown(daemon, &self.id) {
+                eprintln!("cleanup: lifecycle shim {}: {}", self.id, err);
             }
         }
         let _ = fs::remove_dir_all(&self.bundle);

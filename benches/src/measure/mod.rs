@@ -137,3 +137,23 @@ pub fn fill_failed(metric: &mut Metric, failed: &[(&Shim, String)]) {
 pub fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// SIGKILL as the `Kill` RPC carries it.
+const SIGKILL: u32 = 9;
+
+/// Kills the init of task `id` and waits for it (a shim deletes only a stopped init; both
+/// calls fail harmlessly once the trial deleted it), then tears the shim down; the error is
+/// the teardown's, as a chain of messages.
+pub fn kill_and_teardown(daemon: wren_manager::shim::Shim, id: &str) -> Result<(), String> {
+    let client = daemon.client();
+    if client
+        .kill(id, "", SIGKILL, wren_manager::client::KillScope::Process)
+        .is_ok()
+    {
+        let _ = client.wait(id, "");
+    }
+    daemon
+        .teardown()
+        .map(drop)
+        .map_err(|err| wren_manager::error_chain(&err))
+}
