@@ -1,35 +1,92 @@
 //! What nsbox takes from a bundle's `config.json`, checked once so that the daemon rejects
 //! an unsupported spec at Create and the supervisor can trust what it re-reads at Start.
+//!
+//! Only the fields nsbox runs are parsed (with serde, not a full OCI spec crate): a runtime
+//! on the framework needs no more than it uses. Anything unknown is ignored here and refused
+//! below where ignoring it would change what runs.
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::Deserialize;
 
 /// A spec nsbox cannot run; answered as InvalidArgument.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("failed to load {path}")]
-    Load {
+    #[error("failed to read {path}")]
+    Read {
         path: PathBuf,
-        source: oci_spec::OciSpecError,
+        source: std::io::Error,
+    },
+    #[error("failed to parse {path}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
     },
     #[error("the spec has no process, or process.args is empty")]
     NoArgs,
     #[error("the spec has no root")]
     NoRoot,
     #[error("nsbox cannot create a {kind} namespace")]
-    UnsupportedNamespace { kind: LinuxNamespaceType },
+    UnsupportedNamespace { kind: String },
     #[error("nsbox cannot join the existing {kind} namespace {path}")]
-    JoinNamespace {
-        kind: LinuxNamespaceType,
-        path: PathBuf,
-    },
+    JoinNamespace { kind: String, path: PathBuf },
     #[error("nsbox needs a mount namespace: pivot_root must never run in the host's")]
     NoMountNamespace,
     #[error("setting the hostname needs a uts namespace")]
     HostnameWithoutUts,
     #[error("nsbox has no terminal support")]
     Terminal,
+}
+
+/// The part of the OCI runtime spec nsbox reads (field names as in `config.json`).
+#[derive(Debug, Deserialize)]
+struct Spec {
+    process: Option<Process>,
+    root: Option<Root>,
+    hostname: Option<String>,
+    linux: Option<Linux>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Process {
+    #[serde(default)]
+    terminal: bool,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    cwd: PathBuf,
+    #[serde(default)]
+    user: User,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    #[serde(default)]
+    additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Root {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct Linux {
+    #[serde(default)]
+    namespaces: Vec<Namespace>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Namespace {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<PathBuf>,
 }
 
 /// The namespaces to create: the `unshare(2)` flags, and what they imply.
@@ -65,68 +122,68 @@ pub struct Plan {
 /// Reads and checks `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Plan, SpecError> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|source| SpecError::Load { path, source })?;
-    let process = spec.process().as_ref().ok_or(SpecError::NoArgs)?;
-    if process.terminal().unwrap_or(false) {
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(SpecError::Read { path, source }),
+    };
+    let spec: Spec =
+        serde_json::from_slice(&text).map_err(|source| SpecError::Parse { path, source })?;
+    let process = spec.process.ok_or(SpecError::NoArgs)?;
+    if process.terminal {
         return Err(SpecError::Terminal);
     }
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
+    if process.args.is_empty() {
         return Err(SpecError::NoArgs);
     }
-    let root = spec.root().as_ref().ok_or(SpecError::NoRoot)?;
-    let namespaces = namespaces(&spec)?;
-    if spec.hostname().is_some() && !namespaces.uts() {
+    let root = spec.root.ok_or(SpecError::NoRoot)?;
+    let namespaces = namespaces(spec.linux.map(|linux| linux.namespaces).unwrap_or_default())?;
+    if spec.hostname.is_some() && !namespaces.uts() {
         return Err(SpecError::HostnameWithoutUts);
     }
     let env = process
-        .env()
-        .iter()
-        .flatten()
+        .env
+        .into_iter()
         .map(|entry| match entry.split_once('=') {
             Some((key, value)) => (key.to_owned(), value.to_owned()),
-            None => (entry.clone(), String::new()),
+            None => (entry, String::new()),
         })
         .collect();
-    let user = process.user();
     Ok(Plan {
         // A relative root is relative to the bundle; `ctr run --rootfs` passes an absolute one.
-        rootfs: bundle.join(root.path()),
-        hostname: spec.hostname().clone(),
+        rootfs: bundle.join(root.path),
+        hostname: spec.hostname,
         namespaces,
-        args,
+        args: process.args,
         env,
-        cwd: process.cwd().clone(),
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        cwd: process.cwd,
+        uid: process.user.uid,
+        gid: process.user.gid,
+        additional_gids: process.user.additional_gids,
     })
 }
 
 /// The namespaces nsbox creates: mount (required), pid, uts, ipc and network; anything else
 /// (user, cgroup, time, or joining an existing namespace by path) is refused, not ignored.
-fn namespaces(spec: &Spec) -> Result<Namespaces, SpecError> {
-    let listed = spec
-        .linux()
-        .as_ref()
-        .and_then(|linux| linux.namespaces().clone())
-        .unwrap_or_default();
+fn namespaces(listed: Vec<Namespace>) -> Result<Namespaces, SpecError> {
     let mut clone_flags = 0;
     for namespace in listed {
-        let kind = namespace.typ();
-        if let Some(path) = namespace.path() {
+        if let Some(path) = namespace.path {
             return Err(SpecError::JoinNamespace {
-                kind,
-                path: path.clone(),
+                kind: namespace.kind,
+                path,
             });
         }
-        clone_flags |= match kind {
-            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
-            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
-            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
-            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
-            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
-            kind => return Err(SpecError::UnsupportedNamespace { kind }),
+        clone_flags |= match namespace.kind.as_str() {
+            "mount" => libc::CLONE_NEWNS,
+            "pid" => libc::CLONE_NEWPID,
+            "uts" => libc::CLONE_NEWUTS,
+            "ipc" => libc::CLONE_NEWIPC,
+            "network" => libc::CLONE_NEWNET,
+            _ => {
+                return Err(SpecError::UnsupportedNamespace {
+                    kind: namespace.kind,
+                })
+            }
         };
     }
     if clone_flags & libc::CLONE_NEWNS == 0 {

@@ -1,27 +1,6 @@
-//! The runc task service: `containerd-shim-wren-v2`'s implementation of the framework's
-//! [`Runtime`] and [`TaskService`](wren_shim::TaskService) traits.
-//!
-//! Layout: [`service`] turns requests into calls and results into responses; [`container`]
-//! creates and deletes containers; [`ops`] runs everything in between; [`process`] and
-//! [`state`] hold each process's state machine; [`exits`] orders exits and their events;
-//! [`cleanup`] serves the `delete` and `-info` invocations. Locks: the registry and each
-//! process's state are locked only to read or assign; a runc call holds at most the one
-//! process's `ops` lock.
-
-mod cleanup;
-mod container;
-mod error;
-mod exits;
-mod metrics;
-mod mount;
-mod ops;
-mod options;
-mod options_config;
-mod process;
-mod restore;
-mod service;
-mod spawn;
-mod state;
+//! The runc runtime: the state every handler shares, and the framework's [`Runtime`] hooks.
+//! Locks: the registry and each process's state are locked only to read or assign; a runc
+//! call holds at most the one process's `ops` lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -31,16 +10,16 @@ use wren_cgroups::OomWatcher;
 use wren_shim::{CleanupContext, Publisher, Runtime, ShimContext};
 use wren_shim_protocol::types::RuntimeInfo;
 
-use crate::runc::container::Container;
-use crate::runc::error::Error;
-use crate::runc::exits::Lifecycle;
-use crate::runc::spawn::ReapedSpawner;
-
-pub use crate::runc::cleanup::CleanupError;
+use crate::cleanup::{self, CleanupError};
+use crate::container::Container;
+use crate::error::Error;
+use crate::exits::{self, Lifecycle};
+use crate::options;
+use crate::spawn::ReapedSpawner;
 
 /// What the registry holds under an id.
 #[derive(Debug, Clone)]
-enum Slot {
+pub enum Slot {
     /// Create is running for this id: taken, but not visible yet.
     Creating,
     Ready(Arc<Container>),
@@ -49,23 +28,23 @@ enum Slot {
 /// State shared by every handler thread.
 #[derive(Debug)]
 pub struct Shared {
-    namespace: String,
-    publisher: Publisher,
-    spawner: ReapedSpawner,
+    pub namespace: String,
+    pub publisher: Publisher,
+    pub spawner: ReapedSpawner,
     /// Started by the first process that has stdio to copy, not with the daemon: a shim's
     /// first request (Connect) needs none. Kept alive from then on: dropping it stops
     /// the copy thread.
-    engine: OnceLock<wren_io::Engine>,
+    pub engine: OnceLock<wren_io::Engine>,
     /// Held while the engine starts, so that two Creates start one.
-    engine_start: Mutex<()>,
-    oom: Arc<OomWatcher>,
-    lifecycle: Arc<Lifecycle>,
-    containers: Mutex<HashMap<String, Slot>>,
+    pub engine_start: Mutex<()>,
+    pub oom: Arc<OomWatcher>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub containers: Mutex<HashMap<String, Slot>>,
 }
 
 impl Shared {
     /// The stdio copy engine, started on first use.
-    fn engine(&self) -> Result<wren_io::EngineHandle, Error> {
+    pub fn engine(&self) -> Result<wren_io::EngineHandle, Error> {
         if let Some(engine) = self.engine.get() {
             return Ok(engine.handle());
         }
@@ -83,7 +62,7 @@ impl Shared {
         Ok(handle)
     }
 
-    fn registry(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+    pub fn registry(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         // Only inserts and removals happen under this lock.
         self.containers
             .lock()
@@ -99,7 +78,7 @@ impl Shared {
     }
 
     /// Takes `id` for a Create in progress.
-    fn reserve(&self, id: &str) -> Result<(), Error> {
+    pub fn reserve(&self, id: &str) -> Result<(), Error> {
         let mut registry = self.registry();
         if registry.contains_key(id) {
             return Err(Error::ContainerExists { id: id.to_owned() });
@@ -108,12 +87,12 @@ impl Shared {
         Ok(())
     }
 
-    fn publish_ready(&self, container: &Arc<Container>) {
+    pub fn publish_ready(&self, container: &Arc<Container>) {
         self.registry()
             .insert(container.id.clone(), Slot::Ready(Arc::clone(container)));
     }
 
-    fn release(&self, id: &str) {
+    pub fn release(&self, id: &str) {
         self.registry().remove(id);
     }
 }
@@ -121,7 +100,7 @@ impl Shared {
 /// The runc runtime (`io.containerd.wren.v2`).
 #[derive(Debug)]
 pub struct RuncRuntime {
-    shared: Arc<Shared>,
+    pub shared: Arc<Shared>,
 }
 
 impl Runtime for RuncRuntime {

@@ -8,7 +8,7 @@
     reason = "each test file uses a different part of the harness"
 )]
 
-#[path = "../events_recorder/mod.rs"]
+#[path = "../../../tests/events_recorder/mod.rs"]
 mod events_recorder;
 
 use std::fs::File;

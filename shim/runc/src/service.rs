@@ -18,11 +18,12 @@ use wren_shim_protocol::task::{
 use wren_shim_protocol::timestamp::to_timestamp;
 use wren_shim_protocol::types::Status;
 
-use crate::runc::container::{self, Container, CreateRequest};
-use crate::runc::error::Error;
-use crate::runc::process::{ProcState, Snapshot, StdioPaths};
-use crate::runc::state::{InitState, Op};
-use crate::runc::{metrics, ops, RuncRuntime, Slot};
+use crate::container::{self, Container, CreateRequest};
+use crate::error::Error;
+use crate::process::{ProcState, Snapshot, StdioPaths};
+use crate::runtime::{RuncRuntime, Slot};
+use crate::state::{InitState, Op};
+use crate::{metrics, ops};
 
 impl RuncRuntime {
     fn container(&self, id: &str) -> Result<Arc<Container>, Error> {
@@ -220,7 +221,7 @@ impl TaskService for RuncRuntime {
         };
         let id = process.id.clone();
         let abandoned = reply.abandonment();
-        let answer = move |exit: Option<crate::runc::process::ExitRecord>| {
+        let answer = move |exit: Option<crate::process::ExitRecord>| {
             reply.send(match exit {
                 Some(exit) => {
                     let mut response = WaitResponse::new();

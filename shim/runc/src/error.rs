@@ -10,8 +10,8 @@ use wren_runc_driver::ErrorKind as RuncErrorKind;
 use wren_shim::identifier::InvalidIdentifier;
 use wren_shim::status::{self, Code};
 
-use crate::runc::state::{ExecState, Found, InitState, Op, TransitionError};
-use crate::runc::{mount, options};
+use crate::state::{ExecState, Found, InitState, Op, TransitionError};
+use crate::{mount, options};
 
 /// Everything a task RPC can fail with.
 #[derive(Debug, thiserror::Error)]

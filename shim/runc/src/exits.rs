@@ -24,9 +24,9 @@ use wren_shim::{Exit, Monitor, Publisher, SerialQueue};
 use wren_shim_protocol::events::{TaskExit, TaskOOM};
 use wren_shim_protocol::timestamp::to_timestamp;
 
-use crate::runc::container::{Container, ExitPolicy};
-use crate::runc::error::Error;
-use crate::runc::process::{ExitRecord, Kind, Process};
+use crate::container::{Container, ExitPolicy};
+use crate::error::Error;
+use crate::process::{ExitRecord, Kind, Process};
 
 /// A process together with its container.
 #[derive(Debug, Clone)]

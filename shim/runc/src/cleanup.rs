@@ -10,10 +10,10 @@ use wren_runc_driver::{DeleteMode, Runc, RuncConfig, StdMonitor};
 use wren_shim::{identifier, CleanupContext};
 use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
-use crate::runc::container::runc_for;
-use crate::runc::mount;
-use crate::runc::options::{self, RuntimeOptions};
-use crate::runc::spawn::ReapedSpawner;
+use crate::container::runc_for;
+use crate::mount;
+use crate::options::{self, RuntimeOptions};
+use crate::spawn::ReapedSpawner;
 
 /// The type URL containerd decodes `RuntimeInfo.features` with.
 const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";

@@ -18,15 +18,15 @@ use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskIO};
 use wren_shim_protocol::timestamp::to_timestamp;
 use wren_shim_protocol::types::Mount;
 
-use crate::runc::error::Error;
-use crate::runc::exits::ProcRef;
-use crate::runc::mount::{self, RootfsMount};
-use crate::runc::options::RuntimeOptions;
-use crate::runc::process::{ExitRecord, ProcState, Process, Snapshot, StdioPaths};
-use crate::runc::restore;
-use crate::runc::spawn::ReapedSpawner;
-use crate::runc::state::{InitState, Op};
-use crate::runc::Shared;
+use crate::error::Error;
+use crate::exits::ProcRef;
+use crate::mount::{self, RootfsMount};
+use crate::options::RuntimeOptions;
+use crate::process::{ExitRecord, ProcState, Process, Snapshot, StdioPaths};
+use crate::restore;
+use crate::spawn::ReapedSpawner;
+use crate::state::{InitState, Op};
+use crate::Shared;
 
 /// How long Create waits for runc to hand over the pty master (runc has already exited by
 /// then, so it is in the socket's queue or never coming).

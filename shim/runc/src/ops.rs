@@ -20,13 +20,13 @@ use wren_shim_protocol::events::{
 use wren_shim_protocol::runc::{CheckpointOptions as CheckpointProto, ProcessDetails};
 use wren_shim_protocol::types::ProcessInfo;
 
-use crate::runc::container::{self, publish, Container};
-use crate::runc::error::Error;
-use crate::runc::exits::ProcRef;
-use crate::runc::process::{ExitRecord, ProcState, Process, StdioPaths};
-use crate::runc::restore;
-use crate::runc::state::{ExecState, InitState, Op};
-use crate::runc::Shared;
+use crate::container::{self, publish, Container};
+use crate::error::Error;
+use crate::exits::ProcRef;
+use crate::process::{ExitRecord, ProcState, Process, StdioPaths};
+use crate::restore;
+use crate::state::{ExecState, InitState, Op};
+use crate::Shared;
 
 /// How long Wait gives the output to reach the client after the exit.
 const WAIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ const CONSOLE_TIMEOUT: Duration = Duration::from_secs(5);
 const PROCESS_SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RESOURCES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
-fn transition(id: &str) -> impl FnOnce(crate::runc::state::TransitionError) -> Error + '_ {
+fn transition(id: &str) -> impl FnOnce(crate::state::TransitionError) -> Error + '_ {
     move |source| Error::Transition {
         id: id.to_owned(),
         source,
@@ -475,7 +475,7 @@ fn wait_drained(process: &Process) {
 pub fn delete_exec(
     container: &Container,
     exec: &Process,
-) -> Result<crate::runc::process::Snapshot, Error> {
+) -> Result<crate::process::Snapshot, Error> {
     let _ops = exec.lock_ops();
     exec.check(Op::Delete).map_err(transition(&exec.id))?;
     if !exec.wait_drained(container::DELETE_DRAIN_TIMEOUT) {

@@ -19,14 +19,14 @@ use nix::unistd::Pid;
 use wren_runc_driver::{CriuOptions, RestoreOptions, Stdio as RuncStdio};
 use wren_shim_protocol::events::TaskStart;
 
-use crate::runc::container::{
+use crate::container::{
     self, publish, runc_for, task_create, Container, CreateRequest, Rootfs, CONSOLE_TIMEOUT,
 };
-use crate::runc::error::Error;
-use crate::runc::exits::ProcRef;
-use crate::runc::options::RuntimeOptions;
-use crate::runc::process::Process;
-use crate::runc::Shared;
+use crate::error::Error;
+use crate::exits::ProcRef;
+use crate::options::RuntimeOptions;
+use crate::process::Process;
+use crate::Shared;
 
 /// The Create of a checkpointed container: no runc call yet, a created init with pid 0.
 pub fn create(
@@ -151,7 +151,7 @@ pub fn start(shared: &Shared, container: &Arc<Container>, criu: CriuOptions) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runc::process::StdioPaths;
+    use crate::process::StdioPaths;
 
     fn request(bundle: &Path, checkpoint: &Path) -> CreateRequest {
         CreateRequest {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use wren_io::{Drain, ProcessIo};
 use wren_shim_protocol::types::Status;
 
-use crate::runc::state::{ExecState, InitState, Op, TransitionError};
+use crate::state::{ExecState, InitState, Op, TransitionError};
 
 /// Whether a process is a container's init or one of its execs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
