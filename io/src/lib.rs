@@ -28,7 +28,7 @@ pub use console::{Console, ConsoleError, ConsoleSocket};
 pub use drain::Drain;
 pub use endpoint::EndpointError;
 pub use engine::{Attachment, Direction, Engine, EngineError, EngineHandle, Transfer};
-pub use logger::{DirectSpawner, LoggerError, SpawnedChild, Spawner, StopSignal};
+pub use logger::LoggerError;
 pub use pipe::{IoOwner, PipeError};
 pub use process::{IoConfig, IoError, PreparedIo, ProcessIo, RuncIo};
 pub use uri::{IoPlan, LoggerCommand, Output, Readiness, Stdio, UriError};

@@ -1,19 +1,21 @@
-//! `binary://` and `binary-v2://` logging binaries, and the spawning seam they go through.
+//! `binary://` and `binary-v2://` logging binaries.
 //!
 //! A shim runs a `waitpid(-1)` reaper, so this crate never waits on a child itself: every
-//! child is started through a caller-supplied [`Spawner`] that registers for the exit
-//! before forking and answers "has it exited?" from the reaper's records.
+//! logger is started through the caller's [`Spawner`] (`wren-process`), which registers for
+//! the exit before forking and answers "has it exited?" from the reaper's records.
 
 use std::fmt::Debug;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags};
+
+use wren_process::{Signal, Spawned, Spawner};
 
 use crate::sys;
 use crate::uri::{LoggerCommand, Readiness};
@@ -23,88 +25,6 @@ use crate::uri::{LoggerCommand, Readiness};
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// The logger's descriptors: stdout reader, stderr reader, ready writer.
 const LOGGER_FDS: [i32; 3] = [3, 4, 5];
-
-/// A signal used to stop a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    /// SIGTERM: please flush and exit.
-    Terminate,
-    /// SIGKILL.
-    Kill,
-}
-
-/// A started child, as its spawner tracks it.
-pub trait SpawnedChild: Send + Debug {
-    /// The child's pid.
-    fn pid(&self) -> u32;
-    /// Waits up to `timeout` for the child to exit; true once it has exited (and been reaped).
-    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<bool>;
-    /// Sends `signal`; must do nothing once the child has been reaped (its pid may be reused).
-    fn signal(&mut self, signal: StopSignal) -> io::Result<()>;
-}
-
-/// Starts children on behalf of this crate.
-pub trait Spawner: Send + Sync + Debug {
-    /// Spawns `cmd`. A shim's implementation subscribes to the exit before forking.
-    fn spawn(&self, cmd: &mut Command) -> io::Result<Box<dyn SpawnedChild>>;
-}
-
-/// A [`Spawner`] that owns its children through [`std::process::Child`]; for programs
-/// (and tests) that run no `waitpid(-1)` reaper of their own.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DirectSpawner;
-
-#[derive(Debug)]
-struct DirectChild {
-    child: Child,
-    exited: bool,
-}
-
-impl Spawner for DirectSpawner {
-    fn spawn(&self, cmd: &mut Command) -> io::Result<Box<dyn SpawnedChild>> {
-        Ok(Box::new(DirectChild {
-            child: cmd.spawn()?,
-            exited: false,
-        }))
-    }
-}
-
-impl SpawnedChild for DirectChild {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<bool> {
-        // Polling keeps this free of signal handlers and pidfd plumbing; the shim's own
-        // spawner answers from its reaper instead.
-        let deadline = Instant::now() + timeout;
-        while !self.exited {
-            self.exited = self.child.try_wait()?.is_some();
-            if !self.exited && Instant::now() >= deadline {
-                break;
-            }
-            if !self.exited {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        Ok(self.exited)
-    }
-
-    fn signal(&mut self, signal: StopSignal) -> io::Result<()> {
-        // Until try_wait reaps it, the pid cannot be reused, so signalling it is safe.
-        if self.exited || self.child.try_wait()?.is_some() {
-            self.exited = true;
-            return Ok(());
-        }
-        let signal = match signal {
-            StopSignal::Terminate => nix::sys::signal::Signal::SIGTERM,
-            StopSignal::Kill => nix::sys::signal::Signal::SIGKILL,
-        };
-        let pid = i32::try_from(self.child.id())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
-    }
-}
 
 /// Failures starting a logging binary.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +76,7 @@ pub(crate) struct LoggerEnv<'a> {
 /// A running, ready logger and the write ends of its stdout and stderr pipes.
 #[derive(Debug)]
 pub(crate) struct Logger {
-    pub(crate) child: Box<dyn SpawnedChild>,
+    pub(crate) child: Box<dyn Spawned>,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
 }
@@ -264,12 +184,12 @@ fn wait_ready(
 /// Stops a logger whose pipes are closed: it normally exits by itself once it has read
 /// everything, so it first gets `grace` to do that (nothing is lost), then SIGTERM and
 /// another `grace`, then SIGKILL.
-pub(crate) fn stop(child: &mut dyn SpawnedChild, grace: Duration) {
+pub(crate) fn stop(child: &mut dyn Spawned, grace: Duration) {
     let pid = child.pid();
     for (signal, wait) in [
         (None, grace),
-        (Some(StopSignal::Terminate), grace),
-        (Some(StopSignal::Kill), KILL_WAIT),
+        (Some(Signal::SIGTERM), grace),
+        (Some(Signal::SIGKILL), KILL_WAIT),
     ] {
         if let Some(signal) = signal {
             if let Err(e) = child.signal(signal) {
@@ -277,8 +197,8 @@ pub(crate) fn stop(child: &mut dyn SpawnedChild, grace: Duration) {
             }
         }
         match child.wait_timeout(wait) {
-            Ok(true) => return,
-            Ok(false) => {}
+            Ok(Some(_)) => return,
+            Ok(None) => {}
             Err(e) => {
                 log::warn!("io: failed to wait for logger {pid}: {e}");
                 return;

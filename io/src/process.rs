@@ -15,7 +15,9 @@ use crate::console::{Console, ConsoleError, ConsoleSocket};
 use crate::drain::Drain;
 use crate::endpoint::{self, EndpointError};
 use crate::engine::{Attachment, Direction, EngineError, EngineHandle, Transfer};
-use crate::logger::{self, LoggerEnv, LoggerError, SpawnedChild, Spawner};
+use wren_process::{Spawned, Spawner};
+
+use crate::logger::{self, LoggerEnv, LoggerError};
 use crate::pipe::{self, IoOwner, PipeError};
 use crate::uri::{IoPlan, Output, Stdio, UriError};
 
@@ -152,7 +154,7 @@ pub struct PreparedIo {
     routes: Vec<Route>,
     stdin_writer: Option<OwnedFd>,
     console_socket: Option<ConsoleSocket>,
-    logger: Option<Box<dyn SpawnedChild>>,
+    logger: Option<Box<dyn Spawned>>,
 }
 
 impl PreparedIo {
@@ -365,7 +367,7 @@ pub struct ProcessIo {
     drain: Drain,
     console: Option<Console>,
     stdin_writer: Option<OwnedFd>,
-    logger: Option<Box<dyn SpawnedChild>>,
+    logger: Option<Box<dyn Spawned>>,
 }
 
 impl ProcessIo {

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{client_reader, client_writer, mkfifo, read_all, FdCheck};
-use wren_io::{ConsoleSocket, DirectSpawner, Engine, IoError, PreparedIo, Stdio};
+use wren_io::{ConsoleSocket, Engine, IoError, PreparedIo, Stdio};
+use wren_process::DirectSpawner;
 use wren_tests::Bundle;
 
 const BOUND: Duration = Duration::from_secs(60);

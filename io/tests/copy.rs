@@ -9,7 +9,8 @@ use std::process::{Command, Stdio as ChildStdio};
 use std::time::Duration;
 
 use common::{client_reader, mkfifo, read_all, start_io, threads_named, vm_rss_kib, FdCheck};
-use wren_io::{DirectSpawner, EndpointError, Engine, IoError, IoOwner, PreparedIo, Stdio};
+use wren_io::{EndpointError, Engine, IoError, IoOwner, PreparedIo, Stdio};
+use wren_process::DirectSpawner;
 
 const GIB: u64 = 1 << 30;
 const CHUNK: usize = 1 << 20;

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio as ChildStdio};
 use std::time::Duration;
 
 use common::{start_io, FdCheck};
-use wren_io::{DirectSpawner, Engine, IoError, LoggerError, PreparedIo, Stdio};
+use wren_io::{Engine, IoError, LoggerError, PreparedIo, Stdio};
+use wren_process::DirectSpawner;
 
 const GRACE: Duration = Duration::from_secs(10);
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::monitor::ExitStatus;
+use wren_process::Exit;
 
 /// One runtime invocation, for error context: the subcommand and the container it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +89,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The monitor could not deliver the runtime's exit.
+    /// The spawner could not deliver the runtime's exit.
     #[error("failed to wait for {call} (pid {pid})")]
     Wait {
         /// The call being waited on.
         call: Invocation,
         /// The runtime's pid.
-        pid: u32,
-        /// The monitor's error.
+        pid: i32,
+        /// The spawner's error.
         #[source]
         source: io::Error,
     },
@@ -106,7 +106,7 @@ pub enum Error {
         /// The failed call.
         call: Invocation,
         /// How the runtime exited.
-        status: ExitStatus,
+        status: Exit,
         /// The runtime's last error message (its JSON log, else its stderr).
         message: String,
     },

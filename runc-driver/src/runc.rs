@@ -8,7 +8,6 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Invocation};
-use crate::monitor::ProcessMonitor;
 use crate::options::{
     parse_pid, CheckpointOptions, CreateOptions, DeleteMode, ExecOptions, KillScope, ProcessSpec,
     Resources, RestoreOptions,
@@ -16,6 +15,7 @@ use crate::options::{
 use crate::spawn::{resolve_program, Call, Streams};
 use crate::types::{Features, State};
 use crate::AfterCheckpoint;
+use wren_process::Spawner;
 
 /// Which cgroup manager the runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,7 +53,7 @@ impl Default for RuncConfig {
     }
 }
 
-/// An OCI runtime CLI driven through a [`ProcessMonitor`].
+/// An OCI runtime CLI whose children are spawned through a [`Spawner`].
 ///
 /// Every method blocks until the runtime exits. Methods take `&self`, hold no lock and
 /// may run concurrently from several threads.
@@ -62,17 +62,17 @@ pub struct Runc {
     config: RuncConfig,
     /// `config.binary` looked up in `PATH` once, here, rather than by every child's execvp.
     program: PathBuf,
-    monitor: Arc<dyn ProcessMonitor>,
+    spawner: Arc<dyn Spawner>,
 }
 
 impl Runc {
-    /// A driver for `config` whose children are spawned and reaped by `monitor`.
-    pub fn new(config: RuncConfig, monitor: Arc<dyn ProcessMonitor>) -> Self {
+    /// A driver for `config` whose children are spawned and reaped through `spawner`.
+    pub fn new(config: RuncConfig, spawner: Arc<dyn Spawner>) -> Self {
         let program = resolve_program(&config.binary);
         Self {
             config,
             program,
-            monitor,
+            spawner,
         }
     }
 
@@ -216,7 +216,7 @@ impl Runc {
     /// `features`: what the runtime supports, typed and as raw JSON.
     pub fn features(&self) -> Result<Features, Error> {
         let call = Call {
-            monitor: self.monitor.as_ref(),
+            spawner: self.spawner.as_ref(),
             log: self.config.log.as_deref(),
             invocation: Invocation::global("features"),
         };
@@ -246,7 +246,7 @@ impl Runc {
 
     fn call(&self, verb: &'static str, id: &str) -> Call<'_> {
         Call {
-            monitor: self.monitor.as_ref(),
+            spawner: self.spawner.as_ref(),
             log: self.config.log.as_deref(),
             invocation: Invocation::new(verb, id),
         }

@@ -1,4 +1,4 @@
-//! Running one runtime command: spawn through the monitor, move its bytes, wait, judge.
+//! Running one runtime command: spawn through the spawner, move its bytes, wait, judge.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -14,10 +14,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{access, AccessFlags};
 
 use crate::error::{Error, Invocation};
-use crate::monitor::{ExitStatus, ExitWaiter, ProcessMonitor};
 use crate::options::Stdio;
 use crate::runtime_log::{failure_message, LogCursor};
 use crate::sys;
+use wren_process::{Exit, Spawned, Spawner};
 
 /// The file execvp(3) would run for `binary`, resolved now so that each spawn execs it
 /// directly instead of failing one execve(2) per `PATH` entry before the right one.
@@ -63,7 +63,7 @@ pub(crate) enum Streams<'a> {
 /// Everything a call needs besides the command line.
 #[derive(Debug)]
 pub(crate) struct Call<'a> {
-    pub(crate) monitor: &'a dyn ProcessMonitor,
+    pub(crate) spawner: &'a dyn Spawner,
     pub(crate) log: Option<&'a Path>,
     pub(crate) invocation: Invocation,
 }
@@ -80,8 +80,8 @@ impl Call<'_> {
         let (status, output) = match streams {
             Streams::Container(stdio) => {
                 stdio.attach(&mut cmd);
-                let waiter = self.spawn(cmd)?;
-                (self.wait(waiter)?, Pumped::default())
+                let child = self.spawn(cmd)?;
+                (self.wait(child)?, Pumped::default())
             }
             Streams::Captured { input } => self.run_captured(cmd, input)?,
         };
@@ -106,7 +106,7 @@ impl Call<'_> {
         &self,
         mut cmd: Command,
         input: Option<&[u8]>,
-    ) -> Result<(ExitStatus, Pumped), Error> {
+    ) -> Result<(Exit, Pumped), Error> {
         let (stdout_r, stdout_w) = self.pipe()?;
         let (stderr_r, stderr_w) = self.pipe()?;
         let feed = match input {
@@ -121,11 +121,11 @@ impl Call<'_> {
             }
         };
         cmd.stdout(stdout_w).stderr(stderr_w);
-        let waiter = self.spawn(cmd)?;
+        let child = self.spawn(cmd)?;
         // The pipes close when `pump` returns, even on error, so the runtime cannot
         // block on them while we wait for it below.
         let pumped = pump(feed, File::from(stdout_r), File::from(stderr_r));
-        let status = self.wait(waiter)?;
+        let status = self.wait(child)?;
         let pumped = pumped.map_err(|source| Error::ReadOutput {
             call: self.invocation.clone(),
             source,
@@ -134,17 +134,17 @@ impl Call<'_> {
     }
 
     /// Spawns and then drops `cmd`, closing the parent's copies of the child's stdio.
-    fn spawn(&self, mut cmd: Command) -> Result<Box<dyn ExitWaiter>, Error> {
-        self.monitor.spawn(&mut cmd).map_err(|source| Error::Spawn {
+    fn spawn(&self, mut cmd: Command) -> Result<Box<dyn Spawned>, Error> {
+        self.spawner.spawn(&mut cmd).map_err(|source| Error::Spawn {
             binary: PathBuf::from(cmd.get_program()),
             call: self.invocation.clone(),
             source,
         })
     }
 
-    fn wait(&self, waiter: Box<dyn ExitWaiter>) -> Result<ExitStatus, Error> {
-        let pid = waiter.pid();
-        waiter.wait().map_err(|source| Error::Wait {
+    fn wait(&self, mut child: Box<dyn Spawned>) -> Result<Exit, Error> {
+        let pid = child.pid();
+        child.wait().map_err(|source| Error::Wait {
             call: self.invocation.clone(),
             pid,
             source,
@@ -270,11 +270,11 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd};
 
     use super::*;
-    use crate::monitor::StdMonitor;
+    use wren_process::DirectSpawner;
 
     fn call() -> Call<'static> {
         Call {
-            monitor: &StdMonitor,
+            spawner: &DirectSpawner,
             log: None,
             invocation: Invocation::new("test", "c1"),
         }
@@ -316,7 +316,7 @@ mod tests {
         else {
             panic!("unexpected {err:?}")
         };
-        assert_eq!(*status, ExitStatus::Exited(3));
+        assert_eq!(status.status, 3);
         assert_eq!(message, "boom");
         assert_eq!(err.to_string(), "test c1 failed with exit code 3: boom");
     }
@@ -377,7 +377,7 @@ mod tests {
             binary: PathBuf::from("wren-no-such-runtime"),
             ..crate::RuncConfig::default()
         };
-        let runc = crate::Runc::new(config, std::sync::Arc::new(StdMonitor));
+        let runc = crate::Runc::new(config, std::sync::Arc::new(DirectSpawner));
         let err = runc.state("c1").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -4,9 +4,7 @@
 mod common;
 
 use common::{Fixture, Flavor, FLAVORS};
-use wren_runc_driver::{
-    CreateOptions, DeleteMode, Error, ErrorKind, ExitStatus, KillScope, Status, Stdio,
-};
+use wren_runc_driver::{CreateOptions, DeleteMode, Error, ErrorKind, KillScope, Status, Stdio};
 use wren_tests::unique_id;
 
 #[test]
@@ -30,7 +28,7 @@ fn a_failed_create_carries_the_runtime_message_from_its_log() {
     else {
         panic!("unexpected {err:?}")
     };
-    assert_eq!(*status, ExitStatus::Exited(1));
+    assert_eq!(status.status, 1);
     // stderr went to /dev/null (the container's stdio): this came from log.json.
     assert_eq!(
         message,
@@ -131,7 +129,7 @@ fn a_missing_runtime_binary_is_a_spawn_error() {
         binary: fx.dir.path().join("no-such-runtime"),
         ..fx.runc.config().clone()
     };
-    fx.runc = wren_runc_driver::Runc::new(config, fx.monitor.clone());
+    fx.runc = wren_runc_driver::Runc::new(config, fx.spawner.clone());
     let err = fx.runc.state("anything").unwrap_err();
     assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::Other);

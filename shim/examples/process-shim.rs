@@ -49,7 +49,7 @@ enum ProcessError {
     #[error("failed to start task {id}")]
     Spawn {
         id: String,
-        source: wren_shim::reaper::ReaperError,
+        source: wren_shim::SpawnError,
     },
     #[error("failed to signal task {id}")]
     Kill { id: String, source: nix::Error },

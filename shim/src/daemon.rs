@@ -26,7 +26,6 @@ use crate::logger::{StderrLogger, Verbosity};
 use crate::memory;
 use crate::pool::WorkerPool;
 use crate::publisher::Publisher;
-use crate::reaper::Monitor;
 use crate::runtime::{Runtime, ShimContext, TaskAdapter, TaskService};
 use crate::server::Server;
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
@@ -34,6 +33,7 @@ use crate::signals::{self, SignalPipes};
 use crate::socket::{address_path, claim, Claim};
 use crate::start_input::StartInput;
 use crate::transient;
+use wren_process::Monitor;
 
 /// How long shutdown waits for queued events to reach containerd.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -55,11 +55,11 @@ pub use crate::flags::{Flags, Invocation};
 pub use crate::logger::Verbosity;
 pub use crate::pool::{SerialQueue, WorkerPool};
 pub use crate::publisher::Publisher;
-pub use crate::reaper::{Exit, ExitWaiter, Monitor};
 pub use crate::runtime::{CleanupContext, Runtime, ShimContext, TaskService};
 pub use crate::server::{Reply, RequestContext};
 pub use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 pub use crate::status::Code;
+pub use wren_process::{Exit, ExitWaiter, Monitor, SpawnError, Spawned, Spawner};
 
 /// 128 + SIGKILL: what `delete` reports for a task whose shim died.
 const KILLED_EXIT_STATUS: u32 = 137;

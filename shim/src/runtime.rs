@@ -26,10 +26,10 @@ use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
 use crate::logger::Verbosity;
 use crate::publisher::Publisher;
-use crate::reaper::Monitor;
 use crate::server::{Dispatch, RawReply, Reply, RequestContext};
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 use crate::status::unimplemented;
+use wren_process::Monitor;
 
 /// Everything a runtime needs to serve one daemon's tasks.
 #[derive(Debug, Clone)]

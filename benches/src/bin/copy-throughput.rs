@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use wren_io::{DirectSpawner, Engine, IoConfig, PreparedIo, Stdio};
+use wren_io::{Engine, IoConfig, PreparedIo, Stdio};
+use wren_process::DirectSpawner;
 
 const CHUNK: usize = 1 << 20;
 

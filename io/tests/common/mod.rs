@@ -10,7 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
-use wren_io::{DirectSpawner, Engine, IoConfig, IoOwner, PreparedIo, ProcessIo, RuncIo, Stdio};
+use wren_io::{Engine, IoConfig, IoOwner, PreparedIo, ProcessIo, RuncIo, Stdio};
+use wren_process::DirectSpawner;
 
 /// Tests in one binary share the fd table: each holds this lock for its whole run so the
 /// before/after counts of `/proc/self/fd` see only its own descriptors.

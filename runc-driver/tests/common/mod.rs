@@ -1,5 +1,5 @@
 //! Shared fixtures for the driver's integration tests: a private runtime root per test,
-//! a monitor that remembers every pid it spawned (to prove none is left a zombie), the
+//! a spawner that remembers every pid it spawned (to prove none is left a zombie), the
 //! runtimes to run against, and pipes.
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
@@ -13,10 +13,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wren_runc_driver::{
-    CreateOptions, DeleteMode, Error, ExitWaiter, ProcessMonitor, Runc, RuncConfig, Status,
-    StdMonitor, Stdio,
-};
+use wren_process::{DirectSpawner, Spawned, Spawner};
+use wren_runc_driver::{CreateOptions, DeleteMode, Error, Runc, RuncConfig, Status, Stdio};
 use wren_tests::Bundle;
 
 /// The runtimes every lifecycle test runs against.
@@ -32,17 +30,17 @@ pub enum Flavor {
 
 pub const FLAVORS: [Flavor; 3] = [Flavor::Runc, Flavor::Wrapper, Flavor::Crun];
 
-/// Wraps [`StdMonitor`], recording each child's pid.
+/// Wraps [`DirectSpawner`], recording each child's pid.
 #[derive(Debug, Default)]
-pub struct RecordingMonitor {
-    pids: Mutex<Vec<u32>>,
+pub struct RecordingSpawner {
+    pids: Mutex<Vec<i32>>,
 }
 
-impl ProcessMonitor for RecordingMonitor {
-    fn spawn(&self, cmd: &mut Command) -> std::io::Result<Box<dyn ExitWaiter>> {
-        let waiter = StdMonitor.spawn(cmd)?;
-        self.pids.lock().unwrap().push(waiter.pid());
-        Ok(waiter)
+impl Spawner for RecordingSpawner {
+    fn spawn(&self, cmd: &mut Command) -> std::io::Result<Box<dyn Spawned>> {
+        let child = DirectSpawner.spawn(cmd)?;
+        self.pids.lock().unwrap().push(child.pid());
+        Ok(child)
     }
 }
 
@@ -52,7 +50,7 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub flavor: Flavor,
     pub runc: Runc,
-    pub monitor: Arc<RecordingMonitor>,
+    pub spawner: Arc<RecordingSpawner>,
     pub root: PathBuf,
     pub binary: PathBuf,
 }
@@ -66,19 +64,19 @@ impl Fixture {
             Flavor::Crun => PathBuf::from("crun"),
             Flavor::Wrapper => write_wrapper(dir.path()),
         };
-        let monitor = Arc::new(RecordingMonitor::default());
+        let spawner = Arc::new(RecordingSpawner::default());
         let config = RuncConfig {
             binary: binary.clone(),
             root: Some(root.clone()),
             log: Some(dir.path().join("log.json")),
             ..RuncConfig::default()
         };
-        let runc = Runc::new(config, monitor.clone());
+        let runc = Runc::new(config, spawner.clone());
         Self {
             dir,
             flavor,
             runc,
-            monitor,
+            spawner,
             root,
             binary,
         }
@@ -163,7 +161,7 @@ impl Fixture {
             self.flavor
         );
         let me = std::process::id();
-        for pid in self.monitor.pids.lock().unwrap().iter() {
+        for pid in self.spawner.pids.lock().unwrap().iter() {
             assert!(
                 !is_zombie_child_of(*pid, me),
                 "runtime child {pid} was not reaped"
@@ -212,7 +210,7 @@ fn write_wrapper(dir: &Path) -> PathBuf {
 }
 
 /// Whether `pid` is a zombie whose parent is `parent` (a recycled pid is not ours).
-fn is_zombie_child_of(pid: u32, parent: u32) -> bool {
+fn is_zombie_child_of(pid: i32, parent: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

@@ -56,7 +56,7 @@ pub enum NsboxError {
     #[error("failed to start task {id}")]
     Spawn {
         id: String,
-        source: wren_shim::reaper::ReaperError,
+        source: wren_shim::SpawnError,
     },
     #[error("failed to signal task {id}")]
     Kill { id: String, source: nix::Error },

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use protobuf::well_known_types::any::Any;
 use protobuf::MessageField;
-use wren_runc_driver::{DeleteMode, Runc, RuncConfig, StdMonitor};
+use wren_process::DirectSpawner;
+use wren_runc_driver::{DeleteMode, Runc, RuncConfig};
 use wren_shim::{identifier, CleanupContext};
 use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
 use crate::container::runc_for;
 use crate::mount;
 use crate::options::{self, RuntimeOptions};
-use crate::spawn::ReapedSpawner;
 
 /// The type URL containerd decodes `RuntimeInfo.features` with.
 const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
@@ -64,8 +64,7 @@ pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
     if let Some(dir) = missing_state_dir(context, &options) {
         log::debug!("no runc state at {}: skipping runc delete", dir.display());
     } else {
-        let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
-        let runc = runc_for(&spawner, &context.namespace, bundle, &options);
+        let runc = runc_for(&context.monitor, &context.namespace, bundle, &options);
         if let Err(err) = runc.delete(id, DeleteMode::Force) {
             log::warn!("failed to remove runc container {id}: {err}");
         }
@@ -115,7 +114,7 @@ pub fn info(name: &str, version: &str, options: Option<&Any>) -> Result<RuntimeI
         binary: PathBuf::from(runtime_options.binary()),
         ..RuncConfig::default()
     };
-    let features = Runc::new(config, Arc::new(StdMonitor))
+    let features = Runc::new(config, Arc::new(DirectSpawner))
         .features()
         .map_err(CleanupError::Features)?;
     let mut info = RuntimeInfo::new();

@@ -10,6 +10,7 @@ use protobuf::well_known_types::any::Any;
 use protobuf::MessageField;
 use wren_cgroups::{Cgroup, OomError, OomWatcher};
 use wren_io::{IoConfig, IoOwner, PreparedIo};
+use wren_process::{Monitor, Spawner};
 use wren_runc_driver::{
     CgroupDriver, CreateOptions, CriuOptions, DeleteMode, ErrorKind, Runc, RuncConfig,
     Stdio as RuncStdio,
@@ -24,7 +25,6 @@ use crate::mount::{self, RootfsMount};
 use crate::options::RuntimeOptions;
 use crate::process::{ExitRecord, ProcState, Process, Snapshot, StdioPaths};
 use crate::restore;
-use crate::spawn::ReapedSpawner;
 use crate::state::{InitState, Op};
 use crate::Shared;
 
@@ -253,7 +253,7 @@ impl Container {
 
 /// The runc handle for a container in `bundle` with `options`.
 pub fn runc_for(
-    spawner: &ReapedSpawner,
+    spawner: &Arc<Monitor>,
     namespace: &str,
     bundle: &Path,
     options: &RuntimeOptions,
@@ -268,7 +268,7 @@ pub fn runc_for(
             CgroupDriver::Cgroupfs
         },
     };
-    Runc::new(config, Arc::new(spawner.clone()))
+    Runc::new(config, Arc::clone(spawner) as Arc<dyn Spawner>)
 }
 
 /// Go's `ShouldKillAllOnExit`: only a private pid namespace (a `pid` entry without a path)
@@ -440,7 +440,7 @@ pub fn prepare_io(
         uid: options.io_uid,
         gid: options.io_gid,
     };
-    PreparedIo::new(&to_io_stdio(stdio), &config, &shared.spawner).map_err(|source| Error::Io {
+    PreparedIo::new(&to_io_stdio(stdio), &config, &*shared.spawner).map_err(|source| Error::Io {
         id: id.to_owned(),
         source,
     })

@@ -245,7 +245,7 @@ mod tests {
                 binary: script,
                 ..Default::default()
             },
-            std::sync::Arc::new(wren_runc_driver::StdMonitor),
+            std::sync::Arc::new(wren_process::DirectSpawner),
         );
         match verb {
             "kill" => runc

@@ -20,7 +20,6 @@ mod process;
 mod restore;
 mod runtime;
 mod service;
-mod spawn;
 mod state;
 
 use crate::runtime::Shared;

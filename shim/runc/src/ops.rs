@@ -198,7 +198,7 @@ fn run_exec(
     let mut io = wren_io::PreparedIo::new(
         &container::to_io_stdio(&exec.stdio),
         &config,
-        &shared.spawner,
+        &*shared.spawner,
     )
     .map_err(|source| Error::Io {
         id: exec.id.clone(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use protobuf::well_known_types::any::Any;
 use wren_cgroups::OomWatcher;
-use wren_shim::{CleanupContext, Publisher, Runtime, ShimContext};
+use wren_shim::{CleanupContext, Monitor, Publisher, Runtime, ShimContext};
 use wren_shim_protocol::types::RuntimeInfo;
 
 use crate::cleanup::{self, CleanupError};
@@ -15,7 +15,6 @@ use crate::container::Container;
 use crate::error::Error;
 use crate::exits::{self, Lifecycle};
 use crate::options;
-use crate::spawn::ReapedSpawner;
 
 /// What the registry holds under an id.
 #[derive(Debug, Clone)]
@@ -30,7 +29,9 @@ pub enum Slot {
 pub struct Shared {
     pub namespace: String,
     pub publisher: Publisher,
-    pub spawner: ReapedSpawner,
+    /// Every child (runc, logging binaries) is spawned through the daemon's one monitor,
+    /// so its exit is registered before the fork and reaped only by the main loop.
+    pub spawner: Arc<Monitor>,
     /// Started by the first process that has stdio to copy, not with the daemon: a shim's
     /// first request (Connect) needs none. Kept alive from then on: dropping it stops
     /// the copy thread.
@@ -110,7 +111,7 @@ impl Runtime for RuncRuntime {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn new(context: ShimContext) -> Result<Self, RuntimeError> {
-        let spawner = ReapedSpawner::new(Arc::clone(&context.monitor));
+        let spawner = Arc::clone(&context.monitor);
         let lifecycle = exits::start(&context.monitor, context.publisher.clone())?;
         let oom = Arc::clone(&lifecycle.oom);
         let shared = Shared {
