@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
 use ttrpc::proto::{Code, KeyValue, Request, Response, MESSAGE_TYPE_RESPONSE};
+use wren_shim_protocol::address;
 use wren_shim_protocol::any::AnyError;
 use wren_shim_protocol::events_ttrpc::ForwardRequest;
 use wren_shim_protocol::timestamp::to_timestamp;
@@ -83,11 +84,9 @@ impl Publisher {
     /// A publisher sending to the ttrpc socket at `ttrpc_address` (a path, or `unix://` +
     /// path), stamping events with `namespace`. Its thread starts with the first event.
     pub fn start(ttrpc_address: &str, namespace: &str) -> Publisher {
-        let path = PathBuf::from(
-            ttrpc_address
-                .strip_prefix("unix://")
-                .unwrap_or(ttrpc_address),
-        );
+        // containerd gives its own socket as a plain path; a `unix://` address is read too.
+        let path =
+            address::socket_path(ttrpc_address).unwrap_or_else(|_| PathBuf::from(ttrpc_address));
         let mut forwarder = Forwarder {
             path,
             namespace: namespace.to_owned(),

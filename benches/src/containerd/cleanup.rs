@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use wren_shim_protocol::address::socket_path;
+
 use super::{Containerd, CTR_DEADLINE};
 use crate::{proc, procfs, sys};
 
@@ -96,7 +98,7 @@ impl Containerd {
         }
         dirs.iter()
             .filter_map(|dir| fs::read_to_string(dir.join("address")).ok())
-            .filter_map(|addr| addr.trim().strip_prefix("unix://").map(PathBuf::from))
+            .filter_map(|address| socket_path(&address).ok())
             .collect()
     }
 
