@@ -35,6 +35,17 @@ pub(crate) enum Frame {
     Oversized { header: MessageHeader },
 }
 
+#[cfg(test)]
+impl Frame {
+    /// Its stream id and body (`oversized` for an oversized frame), for assertions.
+    pub(crate) fn summary(&self) -> (u32, Vec<u8>) {
+        match self {
+            Frame::Complete { header, body } => (header.stream_id, body.clone()),
+            Frame::Oversized { header } => (header.stream_id, b"oversized".to_vec()),
+        }
+    }
+}
+
 /// A request frame carrying `body` on `stream_id`.
 pub(crate) fn request(stream_id: u32, body: &[u8]) -> Result<Vec<u8>, TooLarge> {
     encode(body, |length| MessageHeader::new_request(stream_id, length))
@@ -139,16 +150,6 @@ mod tests {
 
     use super::*;
 
-    fn summary(frames: &[Frame]) -> Vec<(u32, Vec<u8>)> {
-        frames
-            .iter()
-            .map(|frame| match frame {
-                Frame::Complete { header, body } => (header.stream_id, body.clone()),
-                Frame::Oversized { header } => (header.stream_id, b"oversized".to_vec()),
-            })
-            .collect()
-    }
-
     #[test]
     fn a_frame_reads_back_as_written() {
         let bytes = response(9, b"body").unwrap();
@@ -184,7 +185,7 @@ mod tests {
         let mut seen = Vec::new();
         for chunk in bytes.chunks(4096 + 3) {
             splitter.take_in(chunk);
-            seen.extend(summary(&splitter.split()));
+            seen.extend(splitter.split().iter().map(Frame::summary));
         }
         assert_eq!(
             seen,

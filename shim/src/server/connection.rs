@@ -123,13 +123,7 @@ mod tests {
     }
 
     fn bodies(frames: &[Frame]) -> Vec<(u32, Vec<u8>)> {
-        frames
-            .iter()
-            .map(|frame| match frame {
-                Frame::Complete { header, body } => (header.stream_id, body.clone()),
-                Frame::Oversized { header } => (header.stream_id, b"oversized".to_vec()),
-            })
-            .collect()
+        frames.iter().map(Frame::summary).collect()
     }
 
     #[test]
