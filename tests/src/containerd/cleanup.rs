@@ -99,7 +99,7 @@ impl Containerd {
     /// Everything left behind right now, one `<kind>: <items>` line per kind of leak.
     pub fn leaks(&self) -> Vec<String> {
         let mut leaks = Vec::new();
-        if self.daemon.is_some() {
+        if self.daemon.is_running() {
             for (what, args) in [
                 ("containers", ["containers", "ls", "-q"]),
                 ("tasks", ["tasks", "ls", "-q"]),
@@ -146,7 +146,6 @@ impl Containerd {
             let _ = fs::remove_file(socket);
         }
         let _ = fs::remove_dir(self.runc_root());
-        let _ = fs::remove_dir_all(&self.socket_dir);
     }
 
     fn kill_shim_processes(&self) {
@@ -187,7 +186,7 @@ impl Containerd {
 
     /// Mount points under this instance's temp dir, in mount order.
     fn mounts(&self) -> Vec<String> {
-        mounts_under(self.dir.path())
+        mounts_under(self.daemon.dir())
     }
 
     /// `<controller>/<namespace>` or `<controller>/<namespace>/<id>` cgroup dirs that exist
@@ -256,7 +255,7 @@ fn push_nonempty(leaks: &mut Vec<String>, what: &str, found: &[String]) {
     }
 }
 
-fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn dir_entries(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir).map_or_else(
         |_| Vec::new(),
         |entries| entries.filter_map(|e| Some(e.ok()?.path())).collect(),
@@ -271,7 +270,7 @@ fn dir_names(dir: &Path) -> Vec<String> {
 }
 
 /// Mount points under `dir`, in mount order.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
+pub fn mounts_under(dir: &Path) -> Vec<String> {
     let ours = dir.display().to_string();
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mountinfo
@@ -283,7 +282,7 @@ pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Detaches the mount at `point`, best effort.
-pub(crate) fn unmount(point: &str) {
+pub fn unmount(point: &str) {
     let Ok(path) = CString::new(point) else {
         return;
     };
