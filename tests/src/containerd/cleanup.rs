@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::process::{is_alive, sigkill};
-use super::{Containerd, Runtime, STATE_DEADLINE};
-use crate::leaks::{live_processes, ProcInfo};
+use super::{Containerd, Runtime};
+use crate::leaks::{assert_none_left, live_processes, ProcInfo};
 use crate::version::ConfigFormat;
 
 /// Where containerd 1.6 shims put their sockets.
@@ -75,25 +75,8 @@ impl Containerd {
 
     /// Waits (bounded) until nothing this containerd created is left, then returns;
     /// panics with the list of leaks and containerd's log otherwise.
-    ///
-    /// Shims exit asynchronously after their last container is deleted, so leaks are
-    /// polled for rather than sampled once.
     pub fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "leaks after the test:\n  {}\n--- containerd log ---\n{}",
-                    leaks.join("\n  "),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_none_left("containerd", || self.leaks(), || self.log());
     }
 
     /// Everything left behind right now, one `<kind>: <items>` line per kind of leak.

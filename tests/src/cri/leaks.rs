@@ -7,10 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{CriContainerd, K8S_NAMESPACE};
-use crate::containerd::{
-    dir_entries, mounts_under, shim_socket_path, sigkill, unmount, STATE_DEADLINE,
-};
-use crate::leaks::live_processes;
+use crate::containerd::{dir_entries, mounts_under, shim_socket_path, sigkill, unmount};
+use crate::leaks::{assert_none_left, live_processes};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -53,22 +51,9 @@ impl CriContainerd {
     }
 
     /// Polls (bounded) until no shim, runc container, mount, cgroup or shim socket of this
-    /// containerd is left. Shims exit asynchronously after their last container is
-    /// deleted, so leaks are polled for, not sampled once.
+    /// containerd is left; panics with the list and containerd's log otherwise.
     pub fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leaks: {leaks:#?}\n--- containerd log ---\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_none_left("containerd", || self.leaks(), || self.log());
     }
 
     fn leaks(&self) -> Vec<String> {
