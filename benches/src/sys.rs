@@ -1,4 +1,4 @@
-//! The few syscalls std does not wrap: pidfd waits, pipes, FIFOs, kill by PID, unmount.
+//! The few syscalls std does not wrap: pidfd waits, pipes, FIFOs, kill by PID.
 
 use std::ffi::CString;
 use std::io;
@@ -78,16 +78,6 @@ pub fn kill(pid: i32, signal: libc::c_int) {
     // SAFETY: kill(2) touches no memory. The PID-reuse window between the caller's check and
     // this call is accepted: callers only target processes that carry our private paths.
     unsafe { libc::kill(pid, signal) };
-}
-
-/// Lazily unmounts `path` (MNT_DETACH cannot hang on a busy mount).
-pub fn unmount(path: &Path) -> io::Result<()> {
-    let c_path = c_path(path)?;
-    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; umount2 only reads it.
-    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {

@@ -2,12 +2,14 @@
 //!
 //! Shims answer in one of three forms (docs/protocol.md §1.3): a plain address
 //! (`unix:///run/containerd/s/<hash>`), JSON `{"version":2|3,"address":..,"protocol":"ttrpc"}`
-//! (containerd 1.7 to 2.2), or a binary `BootstrapResult` protobuf (2.3+).
+//! (containerd 1.7 to 2.2), or a binary `BootstrapResult` protobuf (2.3+). The address inside
+//! is read by [`wren_shim_protocol::address`], which refuses abstract sockets.
 
 use std::path::PathBuf;
 
 use protobuf::Message;
 use serde::Deserialize;
+use wren_shim_protocol::address::{self as socket, AddressError as SocketAddressError};
 use wren_shim_protocol::bootstrap::BootstrapResult;
 
 /// The task service a shim serves; v2 and v3 carry byte-identical messages.
@@ -41,7 +43,7 @@ pub struct ShimAddress {
 impl ShimAddress {
     /// The address in the form ttrpc's client dials.
     pub fn ttrpc_uri(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        socket::unix_address(&self.socket)
     }
 }
 
@@ -81,18 +83,9 @@ pub enum AddressError {
         /// The announced protocol.
         protocol: String,
     },
-    /// An abstract socket: reachable from any container sharing the host network (CVE-2020-15257).
-    #[error("refusing abstract socket address {address:?}")]
-    Abstract {
-        /// The address.
-        address: String,
-    },
-    /// A scheme other than `unix://`.
-    #[error("unsupported address scheme in {address:?}")]
-    Scheme {
-        /// The address.
-        address: String,
-    },
+    /// The address is not a `unix://` path (an abstract socket, another scheme).
+    #[error(transparent)]
+    Socket(#[from] SocketAddressError),
 }
 
 #[derive(Deserialize)]
@@ -149,31 +142,9 @@ fn resolve(version: i64, address: &str, protocol: &str) -> Result<ShimAddress, A
         });
     }
     Ok(ShimAddress {
-        socket: socket_path(address)?,
+        socket: socket::socket_path(address)?,
         api,
     })
-}
-
-/// The filesystem path behind a `unix://` address; abstract and other schemes are refused.
-pub fn socket_path(address: &str) -> Result<PathBuf, AddressError> {
-    let address = address.trim();
-    let Some(path) = address.strip_prefix("unix://") else {
-        // containerd's dialer treats a bare address as abstract (docs/protocol.md §1.5).
-        if address.contains("://") {
-            return Err(AddressError::Scheme {
-                address: address.to_owned(),
-            });
-        }
-        return Err(AddressError::Abstract {
-            address: address.to_owned(),
-        });
-    };
-    if !path.starts_with('/') {
-        return Err(AddressError::Abstract {
-            address: address.to_owned(),
-        });
-    }
-    Ok(PathBuf::from(path))
 }
 
 #[cfg(test)]
@@ -231,13 +202,16 @@ mod tests {
             assert!(
                 matches!(
                     parse_start_output(bad.as_bytes()),
-                    Err(AddressError::Abstract { .. })
+                    Err(AddressError::Socket(SocketAddressError::Abstract { .. }))
                 ),
                 "{bad}"
             );
         }
         let vsock = parse_start_output(b"vsock://3:1024");
-        assert!(matches!(vsock, Err(AddressError::Scheme { .. })));
+        assert!(matches!(
+            vsock,
+            Err(AddressError::Socket(SocketAddressError::Scheme { .. }))
+        ));
         assert!(matches!(
             parse_start_output(b"  \n"),
             Err(AddressError::Empty)

@@ -240,6 +240,7 @@ impl Drop for EventSink {
 #[cfg(test)]
 mod tests {
     use protobuf::MessageField;
+    use wren_shim_protocol::address::unix_address;
     use wren_shim_protocol::events_ttrpc::EventsClient;
     use wren_shim_protocol::types::Envelope;
 
@@ -254,9 +255,7 @@ mod tests {
         let sink = EventSink::bind(&path, tx).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let client = EventsClient::new(
-            ttrpc::Client::connect(&format!("unix://{}", path.display())).unwrap(),
-        );
+        let client = EventsClient::new(ttrpc::Client::connect(&unix_address(&path)).unwrap());
         let exit = TaskExit {
             container_id: "c1".into(),
             id: "c1".into(),

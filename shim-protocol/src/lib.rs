@@ -12,13 +12,15 @@
 //! - [`cgroups_v1`], [`cgroups_v2`]: the cgroup metrics carried by `Stats`;
 //! - [`bootstrap`]: containerd 2.3's `BootstrapParams` / `BootstrapResult`.
 //!
-//! Hand-written helpers: [`any`], [`topics`], [`timestamp`], [`task_service`], and
-//! [`identifier`], containerd's id rule, shared by the shims and the manager.
+//! Hand-written helpers: [`any`], [`topics`], [`timestamp`], [`task_service`], and, shared
+//! by the shims, the manager and the benchmarks, [`identifier`] (containerd's id rule) and
+//! [`address`] (`unix://` socket addresses).
 #![warn(missing_docs)]
 
 pub use protobuf;
 pub use ttrpc;
 
+pub mod address;
 pub mod any;
 pub mod identifier;
 pub mod task_service;

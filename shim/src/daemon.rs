@@ -30,7 +30,7 @@ use crate::runtime::{Runtime, ShimContext, TaskAdapter, TaskService};
 use crate::server::Server;
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
 use crate::signals::{self, SignalPipes};
-use crate::socket::{address_path, claim, Claim};
+use crate::socket::{claim, Claim};
 use crate::start_input::StartInput;
 use crate::transient;
 use wren_process::Monitor;
@@ -83,11 +83,8 @@ pub enum DaemonError {
     #[error("fd 3 is not a listening unix socket")]
     NoListener(#[source] nix::Error),
     /// `-socket` is not a `unix://` path.
-    #[error("unsupported socket address {address}")]
-    SocketAddress {
-        /// The address given.
-        address: String,
-    },
+    #[error("unsupported -socket address")]
+    SocketAddress(#[source] wren_shim_protocol::address::AddressError),
     /// `-socket` could not be bound.
     #[error(transparent)]
     Socket(#[from] crate::socket::SocketError),
@@ -333,17 +330,14 @@ fn open_log_fifo(path: &Path) -> io::Result<Option<File>> {
 /// The listener: `-socket` if given, else the fd 3 that `start` passed.
 fn listener(flags: &Flags) -> Result<Listener, DaemonError> {
     if let Some(address) = &flags.socket {
-        let path = address_path(address).ok_or_else(|| DaemonError::SocketAddress {
-            address: address.clone(),
-        })?;
-        return match claim(path)? {
+        let path = wren_shim_protocol::address::socket_path(address)
+            .map_err(DaemonError::SocketAddress)?;
+        return match claim(&path)? {
             Claim::Listening(listener) => Ok(Listener {
                 fd: UnixListener::into(listener),
-                path: Some(path.to_owned()),
+                path: Some(path),
             }),
-            Claim::AlreadyServed => Err(DaemonError::SocketInUse {
-                path: path.to_owned(),
-            }),
+            Claim::AlreadyServed => Err(DaemonError::SocketInUse { path }),
         };
     }
     let address: UnixAddr = getsockname(LISTENER_FD).map_err(DaemonError::NoListener)?;

@@ -24,6 +24,7 @@
 
 pub mod daemon;
 pub mod flags;
+mod framing;
 pub mod launch;
 pub mod logger;
 mod memory;

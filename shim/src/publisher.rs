@@ -10,26 +10,26 @@
 //! itself refuses several times over is dropped, with an error in the log.
 //!
 //! The Forward call is a unary ttrpc exchange written here directly on a blocking
-//! `UnixStream`: the sync ttrpc client keeps two threads per connection, one of which polls
-//! every 10 ms, which is a cost an idle shim should not pay.
+//! `UnixStream`, framed as the server frames its answers (`framing.rs`): the sync ttrpc
+//! client keeps two threads per connection, one of which polls every 10 ms, which is a cost
+//! an idle shim should not pay.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use protobuf::well_known_types::any::Any;
 use protobuf::{Message, MessageField};
-use ttrpc::proto::{
-    Code, KeyValue, MessageHeader, Request, Response, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX,
-    MESSAGE_TYPE_RESPONSE,
-};
+use ttrpc::proto::{Code, KeyValue, Request, Response, MESSAGE_TYPE_RESPONSE};
+use wren_shim_protocol::address;
 use wren_shim_protocol::any::AnyError;
 use wren_shim_protocol::events_ttrpc::ForwardRequest;
 use wren_shim_protocol::timestamp::to_timestamp;
 use wren_shim_protocol::topics::TaskEvent;
 use wren_shim_protocol::types::Envelope;
 
+use crate::framing::{self, Frame};
 use crate::pool::SerialQueue;
 
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
@@ -84,11 +84,9 @@ impl Publisher {
     /// A publisher sending to the ttrpc socket at `ttrpc_address` (a path, or `unix://` +
     /// path), stamping events with `namespace`. Its thread starts with the first event.
     pub fn start(ttrpc_address: &str, namespace: &str) -> Publisher {
-        let path = PathBuf::from(
-            ttrpc_address
-                .strip_prefix("unix://")
-                .unwrap_or(ttrpc_address),
-        );
+        // containerd gives its own socket as a plain path; a `unix://` address is read too.
+        let path =
+            address::socket_path(ttrpc_address).unwrap_or_else(|_| PathBuf::from(ttrpc_address));
         let mut forwarder = Forwarder {
             path,
             namespace: namespace.to_owned(),
@@ -242,14 +240,9 @@ impl Connection {
         // Client stream ids are odd and increase.
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(2);
-        let length = Some(body.len())
-            .filter(|length| *length <= MESSAGE_LENGTH_MAX)
-            .and_then(|length| u32::try_from(length).ok())
-            .ok_or(ForwardError::Malformed {
-                reason: "request exceeds the ttrpc size limit",
-            })?;
-        let mut frame: Vec<u8> = MessageHeader::new_request(stream_id, length).into();
-        frame.extend_from_slice(&body);
+        let frame = framing::request(stream_id, &body).map_err(|_| ForwardError::Malformed {
+            reason: "request exceeds the ttrpc size limit",
+        })?;
         self.stream
             .write_all(&frame)
             .map_err(ForwardError::Transport)?;
@@ -269,26 +262,17 @@ impl Connection {
     }
 
     fn read_response(&mut self, stream_id: u32) -> Result<Response, ForwardError> {
-        let mut header = [0u8; MESSAGE_HEADER_LENGTH];
-        self.stream
-            .read_exact(&mut header)
-            .map_err(ForwardError::Transport)?;
-        let header = MessageHeader::from(header);
+        let frame = framing::read_frame(&mut self.stream).map_err(ForwardError::Transport)?;
+        let Frame::Complete { header, body } = frame else {
+            return Err(ForwardError::Malformed {
+                reason: "response exceeds the ttrpc size limit",
+            });
+        };
         if header.type_ != MESSAGE_TYPE_RESPONSE || header.stream_id != stream_id {
             return Err(ForwardError::Malformed {
                 reason: "unexpected frame",
             });
         }
-        let length = usize::try_from(header.length)
-            .ok()
-            .filter(|length| *length <= MESSAGE_LENGTH_MAX)
-            .ok_or(ForwardError::Malformed {
-                reason: "response exceeds the ttrpc size limit",
-            })?;
-        let mut body = vec![0u8; length];
-        self.stream
-            .read_exact(&mut body)
-            .map_err(ForwardError::Transport)?;
         Response::parse_from_bytes(&body).map_err(|_| ForwardError::Malformed {
             reason: "undecodable response",
         })

@@ -86,15 +86,7 @@ pub fn socket_path(dir: &Path, address: &str, namespace: &str, group_id: &str) -
 
 /// The address containerd dials for a socket path.
 pub fn socket_address(path: &Path) -> String {
-    format!("unix://{}", path.display())
-}
-
-/// The filesystem path of a `unix://` address; `None` for any other (e.g. abstract) address.
-pub fn address_path(address: &str) -> Option<&Path> {
-    address
-        .strip_prefix("unix://")
-        .filter(|path| path.starts_with('/'))
-        .map(Path::new)
+    wren_shim_protocol::address::unix_address(path)
 }
 
 /// Listens on `path`, creating its directory (0700) and replacing a stale socket file.
@@ -264,12 +256,5 @@ mod tests {
             panic!("stale not replaced")
         };
         assert!(is_live(&path).unwrap());
-    }
-
-    #[test]
-    fn address_path_refuses_abstract() {
-        assert_eq!(address_path("unix:///run/x"), Some(Path::new("/run/x")));
-        assert_eq!(address_path("unix://@abstract"), None);
-        assert_eq!(address_path("/run/x"), None);
     }
 }

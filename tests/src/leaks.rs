@@ -2,6 +2,35 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::containerd::STATE_DEADLINE;
+
+/// Polls `find` until it finds nothing left, for at most [`STATE_DEADLINE`]; panics with
+/// what it last found and the end of `daemon`'s log (`log`) otherwise.
+///
+/// Shims exit asynchronously after their last container is deleted, so leaks are polled for
+/// rather than sampled once.
+pub(crate) fn assert_none_left(
+    daemon: &str,
+    find: impl Fn() -> Vec<String>,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + STATE_DEADLINE;
+    loop {
+        let leaks = find();
+        if leaks.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaks after the test:\n  {}\n--- {daemon} log ---\n{}",
+            leaks.join("\n  "),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// The number of open file descriptors of this process.
 pub fn open_fds() -> usize {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use protobuf::well_known_types::empty::Empty;
 use protobuf::{Message, MessageField};
+use wren_shim_protocol::address::socket_path;
 use wren_shim_protocol::any::{pack, unpack};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
 use wren_shim_protocol::events_ttrpc::{create_events, Events, ForwardRequest};
@@ -212,10 +213,7 @@ fn start_shim(lab: &mut Lab) -> anyhow::Result<String> {
     );
     ensure!(stderr.is_empty(), "start wrote to stderr: {stderr}");
     let address = stdout.trim().to_owned();
-    let socket = address
-        .strip_prefix("unix://")
-        .context("address is not unix://")?;
-    lab.shim_socket = Some(PathBuf::from(socket));
+    lab.shim_socket = Some(socket_path(&address)?);
     let written = fs::read_to_string(lab.bundle().join("address"))?;
     ensure!(
         written == address,

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use wren_shim_protocol::address::socket_path;
+use wren_tests::containerd::{mounts_under, unmount};
+
 use super::{Containerd, CTR_DEADLINE};
 use crate::{proc, procfs, sys};
 
@@ -17,7 +20,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 impl Containerd {
     pub(super) fn cleanup(&mut self) {
         let sockets = self.shim_sockets();
-        if self.daemon.is_some() {
+        if self.daemon.is_running() {
             if let Ok(listing) = proc::output(&mut self.ctr(&["c", "ls", "-q"]), CTR_DEADLINE) {
                 let ids: Vec<String> = listing.split_whitespace().map(str::to_owned).collect();
                 if let Err(err) = self.remove(&ids) {
@@ -25,7 +28,7 @@ impl Containerd {
                 }
             }
         }
-        self.stop_daemon();
+        self.daemon.stop();
         self.kill_leftover_shims();
         let runc_root = Path::new(RUNC_ROOT).join(&self.namespace);
         for id in sys::dir_names(&runc_root) {
@@ -39,28 +42,15 @@ impl Containerd {
         for socket in sockets.iter().filter(|s| s.exists()) {
             let _ = fs::remove_file(socket);
         }
-        for mount in self.mounts().iter().rev() {
-            let _ = sys::unmount(mount);
+        for mount in mounts_under(self.daemon.dir()).iter().rev() {
+            unmount(mount);
         }
         remove_cgroups(&self.namespace);
     }
 
-    /// SIGTERM, then SIGKILL after 10 s; always through our own unreaped `Child`.
-    fn stop_daemon(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(daemon.id()) {
-            sys::kill(pid, libc::SIGTERM);
-        }
-        if proc::wait_deadline(&mut daemon, Duration::from_secs(10)).is_err() {
-            eprintln!("cleanup: containerd ignored SIGTERM; killed");
-        }
-    }
-
     /// Shims (and their runc children) still carrying our `-address`, SIGKILLed by PID.
     fn kill_leftover_shims(&self) {
-        let address = self.address.display().to_string();
+        let address = self.address().display().to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let pids = procfs::pids_with_args("-address", &address);
@@ -78,11 +68,11 @@ impl Containerd {
     /// Socket paths the shims of this namespace wrote to their bundles' `address` files.
     fn shim_sockets(&self) -> Vec<PathBuf> {
         let bundles = self
-            .dir
-            .path()
-            .join("state/io.containerd.runtime.v2.task")
+            .daemon
+            .state_dir()
+            .join("io.containerd.runtime.v2.task")
             .join(&self.namespace);
-        let scratch = self.dir.path().join("scratch");
+        let scratch = self.daemon.dir().join("scratch");
         let mut dirs: Vec<PathBuf> = sys::dir_names(&bundles)
             .iter()
             .map(|id| bundles.join(id))
@@ -96,19 +86,7 @@ impl Containerd {
         }
         dirs.iter()
             .filter_map(|dir| fs::read_to_string(dir.join("address")).ok())
-            .filter_map(|addr| addr.trim().strip_prefix("unix://").map(PathBuf::from))
-            .collect()
-    }
-
-    /// Mount points under this run's temp dir, in mount order.
-    fn mounts(&self) -> Vec<PathBuf> {
-        let ours = self.dir.path().display().to_string();
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&ours))
-            .map(PathBuf::from)
+            .filter_map(|address| socket_path(&address).ok())
             .collect()
     }
 }

@@ -1,10 +1,11 @@
-//! A private containerd 1.6 for one benchmark run, driven by `ctr`.
+//! A private containerd 1.6 for one benchmark run, driven by `ctr`: a
+//! [`wren_tests::containerd::Daemon`], the integration tests' own, at containerd's default log
+//! level, with a busybox rootfs and a namespace of its own.
 //!
-//! Everything lives under one temp dir (config, root, state, socket, FIFOs, log, rootfs) and
-//! its own namespace. Shim binaries are found through containerd's `PATH`: each shim under
-//! test gets a symlink `containerd-shim-<x>-<v>` in a private bin dir, so any binary becomes
-//! a runtime name. Dropping it removes containers, stops containerd by PID and clears what
-//! it or its shims left behind (see `cleanup`).
+//! Shim binaries are found through containerd's `PATH`: each shim under test gets a symlink
+//! `containerd-shim-<x>-<v>` in a private bin dir, so any binary becomes a runtime name.
+//! Dropping it removes containers, stops containerd by PID and clears what it or its shims
+//! left behind (see `cleanup`).
 
 mod cleanup;
 
@@ -13,10 +14,12 @@ pub use cleanup::remove_cgroups;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use wren_tests::containerd::{Daemon, Settings};
+use wren_tests::ContainerdVersion;
 
 use crate::cli::Shim;
 use crate::proc;
@@ -25,27 +28,28 @@ use crate::procfs;
 /// How long one `ctr` call may take before it counts as hung.
 pub const CTR_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long containerd may take to answer once started.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
 /// A private containerd daemon, stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct Containerd {
-    dir: tempfile::TempDir,
+    daemon: Daemon,
     namespace: String,
-    address: PathBuf,
     rootfs: PathBuf,
     /// `(shim name, runtime name)` for every shim under test.
     runtimes: Vec<(String, String)>,
-    daemon: Option<Child>,
 }
 
 impl Containerd {
-    /// Writes a config, links the shims into a private `PATH` dir, starts containerd and
-    /// waits until it answers.
+    /// Links the shims into a private `PATH` dir, starts containerd and waits until it
+    /// answers.
+    ///
+    /// It is the system's containerd (Debian 12's 1.6), whatever `WREN_CONTAINERD` says:
+    /// the release the host line of the results names and the README's numbers were taken on.
     pub fn start(shims: &[Shim]) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("wren-bench-")
-            .tempdir()
-            .context("temp dir")?;
-        let bin = dir.path().join("bin");
+        let mut daemon = Daemon::new("wren-bench", ContainerdVersion::V1_6)?;
+        let bin = daemon.dir().join("bin");
         fs::create_dir_all(&bin).context("create bin dir")?;
         let mut runtimes: Vec<(String, String)> = Vec::new();
         for shim in shims {
@@ -53,19 +57,20 @@ impl Containerd {
             symlink(&shim.binary, bin.join(&link)).with_context(|| format!("link {link}"))?;
             runtimes.push((shim.name.clone(), runtime));
         }
-        let rootfs = wren_tests::busybox_rootfs(dir.path());
-        fs::create_dir_all(dir.path().join("fifo")).context("create fifo dir")?;
-        let mut containerd = Self {
+        let rootfs = wren_tests::busybox_rootfs(daemon.dir());
+        fs::create_dir_all(daemon.dir().join("fifo")).context("create fifo dir")?;
+        daemon.start(&Settings {
+            cri: None,
+            debug_log: false,
+            shim_dirs: vec![bin],
+            ready_within: READY_WITHIN,
+        })?;
+        Ok(Self {
+            daemon,
             namespace: format!("wren-bench-{}", std::process::id()),
-            address: dir.path().join("containerd.sock"),
             rootfs,
             runtimes,
-            daemon: None,
-            dir,
-        };
-        containerd.write_config()?;
-        containerd.spawn_daemon()?;
-        Ok(containerd)
+        })
     }
 
     /// The namespace every `ctr` call uses.
@@ -75,7 +80,7 @@ impl Containerd {
 
     /// containerd's gRPC socket (what shims get as `-address`).
     pub fn address(&self) -> &Path {
-        &self.address
+        self.daemon.address()
     }
 
     /// The busybox rootfs every container runs from.
@@ -85,7 +90,7 @@ impl Containerd {
 
     /// A scratch directory of this run.
     pub fn scratch(&self, name: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join("scratch").join(name);
+        let path = self.daemon.dir().join("scratch").join(name);
         fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
         Ok(path)
     }
@@ -100,18 +105,14 @@ impl Containerd {
 
     /// `ctr --address … --namespace … args…`, stdin null.
     pub fn ctr(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(&self.address)
-            .args(["--namespace", &self.namespace])
-            .args(args);
-        cmd.stdin(Stdio::null());
+        let mut cmd = self.daemon.ctr(&self.namespace);
+        cmd.args(args).stdin(Stdio::null());
         cmd
     }
 
     /// `ctr run [flags] --rootfs <busybox> <id> <args>` with `shim` as the runtime.
     pub fn run_command(&self, shim: &Shim, flags: &[&str], id: &str, args: &[&str]) -> Command {
-        let fifo_dir = self.dir.path().join("fifo");
+        let fifo_dir = self.daemon.dir().join("fifo");
         let mut cmd = self.ctr(&["run", "--runtime", self.runtime(shim), "--env", "PATH=/bin"]);
         cmd.arg("--fifo-dir")
             .arg(fifo_dir)
@@ -177,75 +178,7 @@ impl Containerd {
 
     /// The last lines of containerd's log, for error reports.
     pub fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn write_config(&self) -> Result<()> {
-        let root = self.dir.path().join("root");
-        let state = self.dir.path().join("state");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-# `ctr run --rootfs` needs no snapshotter, image or CRI; these plugins need host features.
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{address}"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = root.display(),
-            state = state.display(),
-            address = self.address.display(),
-            opt = self.dir.path().join("opt").display(),
-        );
-        fs::write(self.dir.path().join("config.toml"), config).context("write containerd config")
-    }
-
-    fn spawn_daemon(&mut self) -> Result<()> {
-        let log_path = self.dir.path().join("containerd.log");
-        let log = fs::File::create(&log_path).context("create containerd log")?;
-        let path = std::env::var("PATH").unwrap_or_default();
-        let mut cmd = Command::new("containerd");
-        cmd.arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .env(
-                "PATH",
-                format!("{}:{path}", self.dir.path().join("bin").display()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("dup log fd")?)
-            .stderr(log);
-        self.daemon = Some(cmd.spawn().context("spawn containerd")?);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if proc::run_quiet(&mut self.ctr(&["version"]), CTR_DEADLINE).is_ok() {
-                return Ok(());
-            }
-            let daemon = self.daemon.as_mut().context("daemon spawned")?;
-            if let Some(status) = daemon.try_wait().context("wait containerd")? {
-                bail!("containerd exited early ({status}):\n{}", self.log_tail());
-            }
-            if Instant::now() > deadline {
-                bail!("containerd not ready after 30s:\n{}", self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.daemon.log_tail(30)
     }
 }
 

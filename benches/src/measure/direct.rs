@@ -21,6 +21,7 @@ use wren_manager::events::EventSink;
 use wren_manager::launch::{ShimConfig, ShimDebug};
 use wren_manager::shim::Shim as Daemon;
 use wren_manager::shim_log::ShimLog;
+use wren_shim_protocol::address::socket_path;
 use wren_shim_protocol::runc;
 use wren_tests::unique_id;
 
@@ -201,7 +202,7 @@ impl Drop for Sleepers<'_> {
                 continue;
             };
             // A killed shim leaves its socket behind; its daemon is gone by now.
-            if let Some(socket) = text.trim().strip_prefix("unix://") {
+            if let Ok(socket) = socket_path(&text) {
                 let _ = fs::remove_file(socket);
             }
         }

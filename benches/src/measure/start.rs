@@ -15,6 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use wren_manager::address::parse_start_output;
+use wren_shim_protocol::address::unix_address;
 use wren_shim_protocol::task::{ConnectRequest, ShutdownRequest};
 use wren_shim_protocol::task_ttrpc::TaskClient;
 use wren_shim_protocol::ttrpc;
@@ -67,7 +69,7 @@ fn start_once(bench: &Bench<'_>, shim: &Shim, bundle: &Path, id: &str) -> Result
     let address = bench.containerd.address();
     let started = Instant::now();
     let (socket, output) = run_start(shim, bundle, id, address, bench.containerd.namespace())?;
-    let client = ttrpc::Client::connect(&format!("unix://{}", socket.display()))
+    let client = ttrpc::Client::connect(&unix_address(&socket))
         .with_context(|| format!("dial {} (start printed {output:?})", socket.display()))?;
     let task = TaskClient::new(client);
     let req = ConnectRequest {
@@ -125,25 +127,10 @@ fn run_start(
     if !status.success() {
         bail!("start failed ({status}): {}", text.trim());
     }
-    Ok((socket_path(&text)?, text))
-}
-
-/// The socket of a start answer: a plain `unix://` address or JSON `{"address": …}`.
-fn socket_path(output: &str) -> Result<PathBuf> {
-    let text = output.trim();
-    let address = if text.starts_with('{') {
-        let json: serde_json::Value = serde_json::from_str(text).context("parse JSON address")?;
-        json["address"]
-            .as_str()
-            .context("JSON address without \"address\"")?
-            .to_owned()
-    } else {
-        text.to_owned()
-    };
-    match address.strip_prefix("unix://") {
-        Some(path) => Ok(PathBuf::from(path)),
-        None => bail!("unsupported start output {text:?}"),
-    }
+    let socket = parse_start_output(text.as_bytes())
+        .with_context(|| format!("start printed {text:?}"))?
+        .socket;
+    Ok((socket, text))
 }
 
 fn context(namespace: &str) -> ttrpc::context::Context {
@@ -173,21 +160,5 @@ fn stop_daemon(task: &TaskClient, id: &str, pid: u32, namespace: &str) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_output_forms() {
-        assert_eq!(
-            socket_path("unix:///run/containerd/s/ab\n").unwrap(),
-            PathBuf::from("/run/containerd/s/ab")
-        );
-        let json = r#"{"version":2,"address":"unix:///x/y","protocol":"ttrpc"}"#;
-        assert_eq!(socket_path(json).unwrap(), PathBuf::from("/x/y"));
-        assert!(socket_path("/abstract").is_err());
     }
 }

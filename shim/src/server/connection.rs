@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
-use ttrpc::proto::{MessageHeader, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX};
 
 use super::outbox::{Attention, Interest, Outbox};
+use crate::framing::{Frame, FrameSplitter};
 
 /// Bytes read per `recv`, on the main thread's stack: most requests fit in one (a Create
 /// is about 1 KiB), larger ones take a few. Every page of it is a page of the main thread's
@@ -22,18 +22,6 @@ use super::outbox::{Attention, Interest, Outbox};
 const READ_CHUNK: usize = 4 * 1024;
 /// Chunks read per readiness report before the main loop moves on to other work.
 const READ_BUDGET: usize = 16;
-
-/// One frame taken off the wire.
-#[derive(Debug)]
-pub(crate) enum Frame {
-    /// A complete frame within the size limit.
-    Complete {
-        header: MessageHeader,
-        body: Vec<u8>,
-    },
-    /// A frame over the limit: its body is skipped, the sender gets an error.
-    Oversized { header: MessageHeader },
-}
 
 /// What reading found.
 #[derive(Debug)]
@@ -123,79 +111,19 @@ impl Connection {
     }
 }
 
-/// Bytes in, frames out: the framing of one connection's byte stream.
-#[derive(Debug, Default)]
-pub(crate) struct FrameSplitter {
-    buffer: Vec<u8>,
-    /// Body bytes still to skip of an oversized frame.
-    skipping: usize,
-}
-
-impl FrameSplitter {
-    /// Adds bytes read from the connection.
-    pub(crate) fn take_in(&mut self, bytes: &[u8]) {
-        let skipped = self.skipping.min(bytes.len());
-        self.skipping -= skipped;
-        self.buffer.extend_from_slice(&bytes[skipped..]);
-    }
-
-    /// Takes every complete frame out of what was added.
-    pub(crate) fn split(&mut self) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        let mut consumed = 0;
-        while self.skipping == 0 {
-            let rest = &self.buffer[consumed..];
-            if rest.len() < MESSAGE_HEADER_LENGTH {
-                break;
-            }
-            let header = MessageHeader::from(&rest[..MESSAGE_HEADER_LENGTH]);
-            let length = usize::try_from(header.length).unwrap_or(usize::MAX);
-            if length > MESSAGE_LENGTH_MAX {
-                let available = rest.len() - MESSAGE_HEADER_LENGTH;
-                let skipped = available.min(length);
-                consumed += MESSAGE_HEADER_LENGTH + skipped;
-                self.skipping = length - skipped;
-                frames.push(Frame::Oversized { header });
-                continue;
-            }
-            if rest.len() < MESSAGE_HEADER_LENGTH + length {
-                break;
-            }
-            let body = rest[MESSAGE_HEADER_LENGTH..MESSAGE_HEADER_LENGTH + length].to_vec();
-            consumed += MESSAGE_HEADER_LENGTH + length;
-            frames.push(Frame::Complete { header, body });
-        }
-        self.buffer.drain(..consumed);
-        if self.buffer.is_empty() {
-            // Between requests a connection holds no memory: the buffer would otherwise keep
-            // the capacity of the largest read for as long as the client stays connected.
-            self.buffer = Vec::new();
-        }
-        frames
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::framing::{self, MessageHeader, MAX_BODY};
 
     fn frame(stream_id: u32, body: &[u8]) -> Vec<u8> {
-        let length = u32::try_from(body.len()).unwrap();
-        let mut bytes: Vec<u8> = MessageHeader::new_request(stream_id, length).into();
-        bytes.extend_from_slice(body);
-        bytes
+        framing::request(stream_id, body).unwrap()
     }
 
     fn bodies(frames: &[Frame]) -> Vec<(u32, Vec<u8>)> {
-        frames
-            .iter()
-            .map(|frame| match frame {
-                Frame::Complete { header, body } => (header.stream_id, body.clone()),
-                Frame::Oversized { header } => (header.stream_id, b"oversized".to_vec()),
-            })
-            .collect()
+        frames.iter().map(Frame::summary).collect()
     }
 
     #[test]
@@ -224,13 +152,11 @@ mod tests {
     fn skips_an_oversized_frame_and_keeps_the_next() {
         let (mut client, server) = UnixStream::pair().unwrap();
         let mut connection = Connection::new(server, 1, Attention::new().unwrap());
-        let oversized = u32::try_from(MESSAGE_LENGTH_MAX + 1).unwrap();
+        let oversized = u32::try_from(MAX_BODY + 1).unwrap();
         let header: Vec<u8> = MessageHeader::new_request(5, oversized).into();
         let writer = std::thread::spawn(move || {
             client.write_all(&header).unwrap();
-            client
-                .write_all(&vec![7u8; MESSAGE_LENGTH_MAX + 1])
-                .unwrap();
+            client.write_all(&vec![7u8; MAX_BODY + 1]).unwrap();
             client.write_all(&frame(7, b"after")).unwrap();
         });
         let mut seen = Vec::new();

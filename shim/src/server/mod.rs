@@ -29,10 +29,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{accept4, SockFlag};
 use protobuf::Message;
-use ttrpc::proto::{Code, MessageHeader, Request, MESSAGE_TYPE_REQUEST};
+use ttrpc::proto::{Code, Request, MESSAGE_TYPE_REQUEST};
 
+use crate::framing::{Frame, MessageHeader};
 use crate::pool::WorkerPool;
-use connection::{Connection, Frame, Readable};
+use connection::{Connection, Readable};
 use outbox::{Attention, Interest, Outbox};
 pub(crate) use reply::RawReply;
 pub use reply::{Reply, RequestContext};
@@ -310,7 +311,7 @@ pub mod fuzzing {
         UpdateTaskRequest, WaitRequest,
     };
 
-    use super::connection::{Frame, FrameSplitter};
+    use crate::framing::{Frame, FrameSplitter};
 
     /// Splits `chunks`, fed one after the other as reads would, into frames; returns the
     /// complete ones' bodies and the number of oversized ones.

@@ -6,9 +6,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use protobuf::Message;
-use ttrpc::proto::{Code, MessageHeader, Response, Status, MESSAGE_LENGTH_MAX};
+use ttrpc::proto::{Code, Response, Status};
 
 use super::outbox::Outbox;
+use crate::framing;
 
 /// What a handler may know about the request besides its message.
 #[derive(Debug, Clone, Default)]
@@ -46,15 +47,8 @@ impl RawReply {
         move || outbox.upgrade().is_none_or(|outbox| outbox.is_closed())
     }
 
-    /// Sends an OK response carrying `payload`, or `status` if the payload is too large.
+    /// Sends an OK response carrying `payload` (`ResourceExhausted` if it is too large).
     pub(crate) fn send_payload(self, payload: Vec<u8>) {
-        if payload.len() > MESSAGE_LENGTH_MAX {
-            let message = format!(
-                "response of {} bytes exceeds the limit of {MESSAGE_LENGTH_MAX}",
-                payload.len()
-            );
-            return self.send_status(Code::RESOURCE_EXHAUSTED, message);
-        }
         let mut response = Response::new();
         response.status = protobuf::MessageField::some(status(Code::OK, String::new()));
         response.payload = payload;
@@ -69,12 +63,20 @@ impl RawReply {
     }
 
     fn send(self, response: &Response) {
-        match frame(self.stream_id, response) {
+        let body = match response.write_to_bytes() {
+            Ok(body) => body,
+            Err(error) => {
+                log::error!(
+                    "failed to encode the answer to stream {}: {error}",
+                    self.stream_id
+                );
+                return;
+            }
+        };
+        match framing::response(self.stream_id, &body) {
             Ok(frame) => self.outbox.push(frame),
-            Err(error) => log::error!(
-                "failed to encode the answer to stream {}: {error}",
-                self.stream_id
-            ),
+            // The client would drop a frame this large: it gets the code it would report.
+            Err(too_large) => self.send_status(Code::RESOURCE_EXHAUSTED, too_large.to_string()),
         }
     }
 }
@@ -85,16 +87,6 @@ impl Drop for RawReply {
         let in_hand = Arc::strong_count(&self.outbox).saturating_sub(1);
         self.outbox.reply_done(in_hand);
     }
-}
-
-/// A response frame: header and encoded body.
-fn frame(stream_id: u32, response: &Response) -> protobuf::Result<Vec<u8>> {
-    let body = response.write_to_bytes()?;
-    // The payload was checked against the 4 MiB limit; status messages are short.
-    let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    let mut frame: Vec<u8> = MessageHeader::new_response(stream_id, length).into();
-    frame.extend_from_slice(&body);
-    Ok(frame)
 }
 
 fn status(code: Code, message: String) -> Status {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::process::{is_alive, sigkill};
-use super::{Containerd, Runtime, STATE_DEADLINE};
-use crate::leaks::{live_processes, ProcInfo};
+use super::{Containerd, Runtime};
+use crate::leaks::{assert_none_left, live_processes, ProcInfo};
 use crate::version::ConfigFormat;
 
 /// Where containerd 1.6 shims put their sockets.
@@ -75,31 +75,14 @@ impl Containerd {
 
     /// Waits (bounded) until nothing this containerd created is left, then returns;
     /// panics with the list of leaks and containerd's log otherwise.
-    ///
-    /// Shims exit asynchronously after their last container is deleted, so leaks are
-    /// polled for rather than sampled once.
     pub fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "leaks after the test:\n  {}\n--- containerd log ---\n{}",
-                    leaks.join("\n  "),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_none_left("containerd", || self.leaks(), || self.log());
     }
 
     /// Everything left behind right now, one `<kind>: <items>` line per kind of leak.
     pub fn leaks(&self) -> Vec<String> {
         let mut leaks = Vec::new();
-        if self.daemon.is_some() {
+        if self.daemon.is_running() {
             for (what, args) in [
                 ("containers", ["containers", "ls", "-q"]),
                 ("tasks", ["tasks", "ls", "-q"]),
@@ -146,7 +129,6 @@ impl Containerd {
             let _ = fs::remove_file(socket);
         }
         let _ = fs::remove_dir(self.runc_root());
-        let _ = fs::remove_dir_all(&self.socket_dir);
     }
 
     fn kill_shim_processes(&self) {
@@ -187,7 +169,7 @@ impl Containerd {
 
     /// Mount points under this instance's temp dir, in mount order.
     fn mounts(&self) -> Vec<String> {
-        mounts_under(self.dir.path())
+        mounts_under(self.daemon.dir())
     }
 
     /// `<controller>/<namespace>` or `<controller>/<namespace>/<id>` cgroup dirs that exist
@@ -256,7 +238,7 @@ fn push_nonempty(leaks: &mut Vec<String>, what: &str, found: &[String]) {
     }
 }
 
-fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn dir_entries(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir).map_or_else(
         |_| Vec::new(),
         |entries| entries.filter_map(|e| Some(e.ok()?.path())).collect(),
@@ -271,7 +253,7 @@ fn dir_names(dir: &Path) -> Vec<String> {
 }
 
 /// Mount points under `dir`, in mount order.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
+pub fn mounts_under(dir: &Path) -> Vec<String> {
     let ours = dir.display().to_string();
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mountinfo
@@ -283,7 +265,7 @@ pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Detaches the mount at `point`, best effort.
-pub(crate) fn unmount(point: &str) {
+pub fn unmount(point: &str) {
     let Ok(path) = CString::new(point) else {
         return;
     };

@@ -1,30 +1,32 @@
 //! A private containerd per test, driven by `ctr`: the release `WREN_CONTAINERD` names
 //! (1.6, 1.7 or 2.1; see [`crate::version`]), with that release's own `ctr` and Go shim.
 //!
-//! Every [`Containerd`] has its own root, state, config, log, FIFO dir and busybox rootfs
-//! under a temp dir, its sockets under `/run/wren-test/<pid>-<n>/` (unix socket paths are
-//! limited to 108 bytes, so they cannot live under a deep temp dir) and its own
-//! namespace, so tests running in parallel threads never see each other's containers,
-//! runc state or cgroups. Dropping it stops containerd by PID and removes everything it
-//! or its shims left behind; [`Containerd::assert_no_leaks`] is the check a test ends with.
+//! Every [`Containerd`] is a [`Daemon`] (its own root, state, config, log and socket; CRI
+//! off) with its own FIFO dir, busybox rootfs and namespace, so tests running in parallel
+//! threads never see each other's containers, runc state or cgroups. Dropping it stops
+//! containerd by PID and removes everything it or its shims left behind;
+//! [`Containerd::assert_no_leaks`] is the check a test ends with.
 
 mod cleanup;
 mod config;
+mod daemon;
 mod events;
 mod process;
 mod scenario;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use cleanup::shim_socket_path;
-pub(crate) use cleanup::{mounts_under, unmount};
+pub(crate) use cleanup::dir_entries;
+pub use cleanup::{mounts_under, shim_socket_path, unmount};
+pub(crate) use daemon::or_panic;
+pub use daemon::{Daemon, DaemonError, Settings};
 pub use events::{Event, EventLog};
-pub use process::{output_text, run_with_deadline, run_with_input};
+pub(crate) use process::sigkill;
+pub use process::{output_text, run_with_deadline, run_with_input, terminate};
 pub use scenario::{sha256_hex, SpecOptions, StreamedOutput};
 
 use crate::bundle::busybox_rootfs;
@@ -70,17 +72,11 @@ impl Runtime {
 #[derive(Debug)]
 pub struct Containerd {
     runtime: Runtime,
-    version: ContainerdVersion,
-    /// More directories containerd looks for shim binaries in (other runtimes under test).
-    extra_shim_dirs: Vec<PathBuf>,
     namespace: String,
-    dir: tempfile::TempDir,
-    socket_dir: PathBuf,
-    address: PathBuf,
     rootfs: PathBuf,
-    daemon: Option<Child>,
     /// Every container id handed out by [`Containerd::new_id`], for cleanup and leak checks.
     ids: Mutex<Vec<String>>,
+    daemon: Daemon,
 }
 
 impl Containerd {
@@ -92,34 +88,25 @@ impl Containerd {
     /// Like [`Containerd::start`], with `shim_dirs` also on containerd's PATH, so runtimes
     /// other than the two runc shims (such as an example runtime) can be named by type.
     pub fn start_with_shim_dirs(runtime: Runtime, shim_dirs: Vec<PathBuf>) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = tempfile::Builder::new()
-            .prefix("wren-containerd-")
-            .tempdir()
-            .expect("temp dir");
-        let socket_dir = PathBuf::from(format!(
-            "/run/wren-test/{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&socket_dir).expect("create socket dir");
-        let rootfs = busybox_rootfs(dir.path());
-        fs::create_dir_all(dir.path().join("fifo")).expect("create fifo dir");
-        let mut containerd = Self {
-            runtime,
-            version: ContainerdVersion::from_env(),
-            extra_shim_dirs: shim_dirs,
-            namespace: unique_id("wt"),
-            address: socket_dir.join("containerd.sock"),
-            socket_dir,
-            rootfs,
-            daemon: None,
-            ids: Mutex::new(Vec::new()),
-            dir,
+        let mut daemon = or_panic(Daemon::new("wren-test", ContainerdVersion::from_env()));
+        let rootfs = busybox_rootfs(daemon.dir());
+        fs::create_dir_all(daemon.dir().join("fifo")).expect("create fifo dir");
+        let settings = Settings {
+            cri: None,
+            debug_log: true,
+            shim_dirs: runtime.shim_dir().into_iter().chain(shim_dirs).collect(),
+            // A cold containerd under emulation (the VM lane) takes far longer than a
+            // state change.
+            ready_within: CTR_DEADLINE,
         };
-        containerd.write_config();
-        containerd.spawn_daemon();
-        containerd
+        or_panic(daemon.start(&settings));
+        Self {
+            runtime,
+            namespace: unique_id("wt"),
+            rootfs,
+            ids: Mutex::new(Vec::new()),
+            daemon,
+        }
     }
 
     /// The runtime under test.
@@ -129,12 +116,12 @@ impl Containerd {
 
     /// The containerd release this instance runs.
     pub fn version(&self) -> ContainerdVersion {
-        self.version
+        self.daemon.version()
     }
 
     /// containerd's gRPC socket.
     pub fn address(&self) -> &Path {
-        &self.address
+        self.daemon.address()
     }
 
     /// The namespace every `ctr` call of this instance uses.
@@ -149,17 +136,17 @@ impl Containerd {
 
     /// containerd's `state` directory (bundles live under it).
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.daemon.state_dir()
     }
 
     /// The directory `ctr` creates stdio FIFOs in (`--fifo-dir`).
     pub fn fifo_dir(&self) -> PathBuf {
-        self.dir.path().join("fifo")
+        self.daemon.dir().join("fifo")
     }
 
     /// A scratch directory owned by this instance.
     pub fn scratch(&self, name: &str) -> PathBuf {
-        let path = self.dir.path().join("scratch").join(name);
+        let path = self.daemon.dir().join("scratch").join(name);
         fs::create_dir_all(&path).expect("create scratch dir");
         path
     }
@@ -177,20 +164,13 @@ impl Containerd {
 
     /// containerd's log so far (its stdout and stderr at debug level).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("containerd.log")
+        self.daemon.log()
     }
 
     /// A `ctr` command with `--address` and `--namespace` set.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(self.version.binary("ctr"));
-        cmd.arg("--address")
-            .arg(&self.address)
-            .args(["--namespace", &self.namespace])
-            .args(args);
+        let mut cmd = self.daemon.ctr(&self.namespace);
+        cmd.args(args);
         cmd
     }
 
@@ -213,94 +193,23 @@ impl Containerd {
             "{what} failed ({}): {}\n--- containerd log ---\n{}",
             output.status,
             output_text(output),
-            self.log_tail()
+            self.daemon.log_tail(80)
         );
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(80)..].join("\n")
     }
 
     /// Kills containerd with SIGKILL, the way a crash would, leaving its shims running.
     pub fn kill_daemon(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.kill().expect("SIGKILL containerd");
-            daemon.wait().expect("reap containerd");
-        }
+        self.daemon.kill();
     }
 
     /// Starts containerd again with the same config, root and state.
     pub fn restart(&mut self) {
-        assert!(
-            self.daemon.is_none(),
-            "restart: containerd is still running"
-        );
-        self.spawn_daemon();
+        or_panic(self.daemon.restart());
     }
 
     /// Stops containerd: SIGTERM, then SIGKILL if it has not exited within a bounded wait.
     pub fn stop(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        let pid = libc::pid_t::try_from(daemon.id()).expect("pid fits pid_t");
-        // SAFETY: `pid` is our own unreaped child (we hold its `Child`), so it cannot have
-        // been recycled for another process; kill(2) touches no memory.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if daemon.try_wait().expect("wait containerd").is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon.kill().expect("SIGKILL containerd");
-        daemon.wait().expect("reap containerd");
-    }
-
-    fn spawn_daemon(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open containerd log");
-        let mut cmd = Command::new(self.version.binary("containerd"));
-        cmd.arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log fd"))
-            .stderr(log);
-        let shim_dirs: Vec<PathBuf> = self
-            .runtime
-            .shim_dir()
-            .into_iter()
-            .chain(self.extra_shim_dirs.iter().cloned())
-            .collect();
-        cmd.env("PATH", self.version.daemon_path(&shim_dirs));
-        self.daemon = Some(cmd.spawn().expect("spawn containerd"));
-        self.wait_until_ready();
-    }
-
-    fn wait_until_ready(&mut self) {
-        // A cold containerd under emulation (the VM lane) takes far longer than a state change.
-        let deadline = Instant::now() + CTR_DEADLINE;
-        loop {
-            if self.ctr(&["version"]).status.success() {
-                return;
-            }
-            let daemon = self.daemon.as_mut().expect("daemon spawned");
-            if let Some(status) = daemon.try_wait().expect("wait containerd") {
-                panic!("containerd exited early ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd not ready:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.daemon.stop();
     }
 }
 
@@ -310,7 +219,7 @@ impl Drop for Containerd {
             eprintln!(
                 "--- containerd log ({}) ---\n{}",
                 self.namespace,
-                self.log_tail()
+                self.daemon.log_tail(80)
             );
         }
         self.stop();

@@ -1,6 +1,7 @@
-//! Child processes with a deadline, and what `/proc` says about other processes.
+//! Child processes with a deadline, stopping daemons, and what `/proc` says about other
+//! processes.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -74,18 +75,38 @@ pub(crate) fn wait_with_deadline(
     child: &mut Child,
     deadline: Duration,
 ) -> ExitStatus {
-    let until = Instant::now() + deadline;
+    match wait_until(child, Instant::now() + deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => panic!("{cmd:?} did not finish within {deadline:?}"),
+        Err(error) => panic!("wait {cmd:?}: {error}"),
+    }
+}
+
+/// Reaps `child` if it exits by `until`; otherwise kills it through its unreaped handle (so
+/// never a recycled PID), reaps it and returns `None`.
+pub(crate) fn wait_until(child: &mut Child, until: Instant) -> io::Result<Option<ExitStatus>> {
     loop {
-        if let Some(status) = child.try_wait().expect("wait child") {
-            return status;
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
         }
         if Instant::now() > until {
-            child.kill().expect("kill hung child");
-            child.wait().expect("reap hung child");
-            panic!("{cmd:?} did not finish within {deadline:?}");
+            child.kill()?;
+            child.wait()?;
+            return Ok(None);
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Stops a daemon we spawned: SIGTERM, then SIGKILL if it is still running after `grace`.
+/// Returns whether it exited on its own; either way it is reaped.
+pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: `pid` is our own unreaped child (we hold its `Child`), so it cannot have
+        // been recycled for another process; kill(2) touches no memory.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    matches!(wait_until(child, Instant::now() + grace), Ok(Some(_)))
 }
 
 pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {

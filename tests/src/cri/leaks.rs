@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{CriContainerd, K8S_NAMESPACE};
-use crate::containerd::{shim_socket_path, STATE_DEADLINE};
-use crate::leaks::live_processes;
+use crate::containerd::{dir_entries, mounts_under, shim_socket_path, sigkill, unmount};
+use crate::leaks::{assert_none_left, live_processes};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -20,7 +20,7 @@ impl CriContainerd {
     /// PIDs of the shim daemons serving this containerd (argv `-address <our socket>`).
     /// `ctr` is never among them: it takes `--address`, with two dashes.
     pub fn shim_pids(&self) -> Vec<libc::pid_t> {
-        let address = self.address.display().to_string();
+        let address = self.address().display().to_string();
         live_processes()
             .into_iter()
             .filter(|process| {
@@ -51,22 +51,9 @@ impl CriContainerd {
     }
 
     /// Polls (bounded) until no shim, runc container, mount, cgroup or shim socket of this
-    /// containerd is left. Shims exit asynchronously after their last container is
-    /// deleted, so leaks are polled for, not sampled once.
+    /// containerd is left; panics with the list and containerd's log otherwise.
     pub fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leaks: {leaks:#?}\n--- containerd log ---\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_none_left("containerd", || self.leaks(), || self.log());
     }
 
     fn leaks(&self) -> Vec<String> {
@@ -87,7 +74,7 @@ impl CriContainerd {
                 .map(|c| format!("cgroup {c:?}")),
         );
         for id in self.tracked_ids() {
-            let socket = shim_socket_path(&self.address, K8S_NAMESPACE, &id);
+            let socket = shim_socket_path(self.address(), K8S_NAMESPACE, &id);
             if socket.exists() {
                 leaks.push(format!("shim socket {}", socket.display()));
             }
@@ -113,19 +100,11 @@ impl CriContainerd {
         states
     }
 
-    /// Mount points under this instance's temp dir or socket dir.
+    /// Mount points under this instance's temp dir or run dir.
     fn mounts(&self) -> Vec<String> {
-        let ours = [
-            self.dir.path().display().to_string(),
-            self.socket_dir.display().to_string(),
-        ];
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| ours.iter().any(|prefix| point.starts_with(prefix.as_str())))
-            .map(str::to_owned)
-            .collect()
+        let mut mounts = mounts_under(self.daemon.dir());
+        mounts.extend(mounts_under(self.daemon.run_dir()));
+        mounts
     }
 
     /// `<controller>/<cgroup parent>` dirs that exist, for every controller.
@@ -156,9 +135,7 @@ impl CriContainerd {
                 return;
             }
             for pid in pids {
-                // SAFETY: kill(2) touches no memory. `pid` was read from /proc moments ago and
-                // its argv names our private socket path, which no other process holds.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                sigkill(pid);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -190,24 +167,7 @@ impl CriContainerd {
         }
         // A killed shim cannot remove its socket.
         for id in self.tracked_ids() {
-            let _ = fs::remove_file(shim_socket_path(&self.address, K8S_NAMESPACE, &id));
+            let _ = fs::remove_file(shim_socket_path(self.address(), K8S_NAMESPACE, &id));
         }
-        let _ = fs::remove_dir_all(&self.socket_dir);
     }
-}
-
-fn dir_entries(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir).map_or_else(
-        |_| Vec::new(),
-        |entries| entries.filter_map(|e| Some(e.ok()?.path())).collect(),
-    )
-}
-
-fn unmount(point: &str) {
-    let Ok(path) = std::ffi::CString::new(point) else {
-        return;
-    };
-    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; umount2(2)
-    // only reads it. MNT_DETACH cannot hang on a busy mount.
-    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{docker_root, Dockerd};
-use crate::containerd::STATE_DEADLINE;
+use crate::containerd::{terminate, STATE_DEADLINE};
 
 impl Dockerd {
     /// daemon.json names the `wren` runtime; its options go through `ConfigPath`, because
@@ -102,22 +102,9 @@ impl Dockerd {
     /// Stops dockerd by PID: SIGTERM, then SIGKILL after a bounded wait. With live-restore
     /// its containers (and their shims) keep running.
     pub fn stop(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        let pid = libc::pid_t::try_from(daemon.id()).expect("pid fits pid_t");
-        // SAFETY: `pid` is our own unreaped child (we hold its `Child`), so it cannot have
-        // been recycled for another process; kill(2) touches no memory.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if daemon.try_wait().expect("wait dockerd").is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(mut daemon) = self.daemon.take() {
+            terminate(&mut daemon, Duration::from_secs(20));
         }
-        daemon.kill().expect("SIGKILL dockerd");
-        daemon.wait().expect("reap dockerd");
     }
 
     /// Stops dockerd and starts it again with the same config, data and exec roots.

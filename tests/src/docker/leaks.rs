@@ -4,10 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use super::{DockerRuntime, Dockerd};
-use crate::containerd::{mounts_under, unmount, STATE_DEADLINE};
+use crate::containerd::{mounts_under, unmount};
+use crate::leaks::assert_none_left;
 
 impl Dockerd {
     /// The runc root wren's options file names.
@@ -37,20 +37,8 @@ impl Dockerd {
     /// Polls (bounded) until neither dockerd nor its containerd has anything left; panics
     /// with the list otherwise.
     pub fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + STATE_DEADLINE;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                self.containerd.assert_no_leaks();
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leaks: {leaks:#?}\n--- dockerd log ---\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_none_left("dockerd", || self.leaks(), || self.log_tail());
+        self.containerd.assert_no_leaks();
     }
 
     fn leaks(&self) -> Vec<String> {
