@@ -287,8 +287,8 @@ fn runs_in_namespaces_and_reports_exit() {
     let _ = client.shutdown(ctx(), &ShutdownRequest::new());
     wait_gone(shim_pid);
     containerd.daemon = None;
-    let socket = address.trim_start_matches("unix://");
-    assert!(!Path::new(socket).exists(), "socket removed on exit");
+    let socket = wren_shim_protocol::address::socket_path(&address).unwrap();
+    assert!(!socket.exists(), "socket removed on exit");
     let tmp = containerd.tmp.path().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(

@@ -79,6 +79,6 @@ fn delete_action_runs_runc_only_while_runc_has_state() {
     let _ = std::fs::remove_file(&state);
 
     // The killed shim cannot remove its socket: containerd's next start replaces it.
-    let _ = std::fs::remove_file(shim.address.trim_start_matches("unix://"));
+    let _ = std::fs::remove_file(shim.socket());
     harness.assert_clean(&shim);
 }

@@ -119,7 +119,7 @@ fn delete_action_cleans_up_after_a_dead_shim_and_is_idempotent() {
     }
     assert_eq!(harness.runc_containers(), Vec::<String>::new());
     // The killed shim cannot remove its socket: containerd's next start replaces it.
-    let _ = std::fs::remove_file(shim.address.trim_start_matches("unix://"));
+    let _ = std::fs::remove_file(shim.socket());
     harness.assert_clean(&shim);
 }
 

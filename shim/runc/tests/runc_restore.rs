@@ -44,6 +44,20 @@ fn numbers(fifos: &mut Fifos, seen: &mut String, at_least: usize) -> Vec<u64> {
     }
 }
 
+/// The numbers printed so far, read until the FIFO has been quiet for a while.
+fn settled_numbers(fifos: &mut Fifos, seen: &mut String) -> Vec<u64> {
+    const QUIET: Duration = Duration::from_secs(1);
+    let deadline = Instant::now() + OUTPUT_BOUND;
+    loop {
+        let before = seen.len();
+        std::thread::sleep(QUIET);
+        seen.push_str(&fifos.stdout());
+        if seen.len() == before || Instant::now() >= deadline {
+            return numbers(fifos, seen, 0);
+        }
+    }
+}
+
 #[test]
 fn restore_of_a_bad_image_fails_at_start_and_leaves_nothing() {
     wren_tests::require_root!();
@@ -128,8 +142,9 @@ fn checkpointed_counter_is_restored_and_keeps_counting() {
     shim.client.checkpoint(ctx(), &checkpoint).unwrap();
     // `exit`: CRIU stops the container once dumped; everything it printed has drained.
     wait(&shim, &task.id, "").unwrap();
-    let dumped = numbers(&mut fifos, &mut seen, 0);
-    let last = *dumped.last().unwrap();
+    // The task's last lines can reach the FIFO just after Wait answers (seen under TCG:
+    // while CRIU dumps, the counter's `sleep` returns at once and it prints in a burst).
+    let last = *settled_numbers(&mut fifos, &mut seen).last().unwrap();
     delete(&shim, &task.id, "").unwrap();
 
     let mut restored_fifos = harness.fifos("rstcount-restored", false);
@@ -144,6 +159,7 @@ fn checkpointed_counter_is_restored_and_keeps_counting() {
 
     let mut restored_seen = String::new();
     let restored = numbers(&mut restored_fifos, &mut restored_seen, 3);
+    eprintln!("counted to {last} before the dump; restored: {restored:?}");
     assert_eq!(
         restored[0],
         last + 1,

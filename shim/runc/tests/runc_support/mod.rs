@@ -56,6 +56,13 @@ pub struct Shim {
     pub pid: u32,
 }
 
+impl Shim {
+    /// The socket file behind the shim's `unix://` address.
+    pub fn socket(&self) -> PathBuf {
+        wren_shim_protocol::address::socket_path(&self.address).unwrap()
+    }
+}
+
 /// A bundle and its id.
 pub struct Task {
     pub id: String,
@@ -296,8 +303,8 @@ impl Harness {
     /// Asserts that the shim left nothing behind: no process, socket, runc container, mount.
     pub fn assert_clean(&mut self, shim: &Shim) {
         self.wait_gone(shim.pid);
-        let socket = shim.address.trim_start_matches("unix://");
-        assert!(!Path::new(socket).exists(), "socket {socket} left behind");
+        let socket = shim.socket();
+        assert!(!socket.exists(), "socket {} left behind", socket.display());
         assert_eq!(
             self.runc_containers(),
             Vec::<String>::new(),
@@ -532,7 +539,7 @@ pub fn request_frame(service: &str, method: &str, payload: Vec<u8>, stream_id: u
 
 /// A plain unix socket to the shim, for clients that misbehave.
 pub fn raw_connect(shim: &Shim) -> std::os::unix::net::UnixStream {
-    std::os::unix::net::UnixStream::connect(shim.address.trim_start_matches("unix://")).unwrap()
+    std::os::unix::net::UnixStream::connect(shim.socket()).unwrap()
 }
 
 /// The number of descriptors `pid` has open.
