@@ -20,6 +20,8 @@ mod oom;
 mod psi;
 mod rdma;
 mod read;
+#[cfg(feature = "cgroups-rs-backend")]
+pub mod rs_backend;
 pub mod v1;
 pub mod v2;
 
