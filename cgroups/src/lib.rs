@@ -20,8 +20,6 @@ mod oom;
 mod psi;
 mod rdma;
 mod read;
-#[cfg(feature = "cgroups-rs-backend")]
-pub mod rs_backend;
 pub mod v1;
 pub mod v2;
 

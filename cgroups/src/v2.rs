@@ -236,7 +236,7 @@ fn read_memory(reader: &mut FileReader, dir: &Path) -> Result<Option<MemoryStat>
 
 impl MemoryStat {
     /// The field fed by a `memory.stat` key; `None` for keys the proto does not carry.
-    pub(crate) fn field(&mut self, key: &str) -> Option<&mut u64> {
+    fn field(&mut self, key: &str) -> Option<&mut u64> {
         Some(match key {
             "anon" => &mut self.anon,
             "file" => &mut self.file,
