@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exits::ProcRef;
 use crate::process::{ExitRecord, ProcState, Process, StdioPaths};
 use crate::restore;
-use crate::state::{ExecState, InitState, Op};
+use crate::state::{ExecState, InitState, Op, PauseOutcome};
 use crate::Shared;
 
 /// How long Wait gives the output to reach the client after the exit.
@@ -273,18 +273,16 @@ pub fn kill_process(
 pub fn pause(shared: &Shared, container: &Container) -> Result<(), Error> {
     let init = &container.init;
     let _ops = init.lock_ops();
-    init.check(Op::Pause).map_err(transition(&container.id))?;
-    let running = ProcState::Init(InitState::Running);
-    let pausing = ProcState::Init(InitState::Pausing);
-    init.replace_state(running, pausing);
+    init.transition(Op::Pause)
+        .map_err(transition(&container.id))?;
     if let Err(source) = container.runc.pause(&container.id) {
-        init.replace_state(pausing, running);
+        init.pause_ended(PauseOutcome::Failed);
         return Err(Error::Runc {
             verb: "pause",
             source,
         });
     }
-    init.replace_state(pausing, ProcState::Init(InitState::Paused));
+    init.pause_ended(PauseOutcome::Frozen);
     let mut event = TaskPaused::new();
     event.container_id.clone_from(&container.id);
     publish(shared, &event);
