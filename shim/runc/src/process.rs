@@ -96,6 +96,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct Inner {
     state: ProcState,
+    /// Reaped: set when the exit is taken for dispatch, before it is recorded (an init's
+    /// exit waits for its execs'), so the process is known dead from then on.
+    reaped: bool,
     pid: u32,
     exit: Option<ExitRecord>,
     io: Option<ProcessIo>,
@@ -157,6 +160,7 @@ impl Process {
             stdio,
             Inner {
                 state,
+                reaped: false,
                 pid,
                 exit: None,
                 io,
@@ -172,6 +176,7 @@ impl Process {
     pub fn exec(id: &str, stdio: StdioPaths, spec: Vec<u8>, pid_file: PathBuf) -> Self {
         let inner = Inner {
             state: ProcState::Exec(ExecState::Created),
+            reaped: false,
             pid: 0,
             exit: None,
             io: None,
@@ -226,6 +231,18 @@ impl Process {
 
     pub fn state(&self) -> ProcState {
         self.lock().state
+    }
+
+    /// The state while the process lives; `None` once it has been reaped, even before its
+    /// exit is recorded.
+    pub fn live_state(&self) -> Option<ProcState> {
+        let inner = self.lock();
+        (!inner.reaped).then_some(inner.state)
+    }
+
+    /// The reaper collected the process; its exit is about to be dispatched.
+    pub fn mark_reaped(&self) {
+        self.lock().reaped = true;
     }
 
     /// Fails unless `op` is allowed in the current state.
@@ -289,6 +306,7 @@ impl Process {
     pub fn record_exit(&self, exit: ExitRecord, announce: impl FnOnce(u32)) {
         let mut inner = self.lock();
         inner.state = inner.state.exited();
+        inner.reaped = true;
         inner.exit = Some(exit);
         announce(inner.pid);
         let callbacks = std::mem::take(&mut inner.on_exit.0);
