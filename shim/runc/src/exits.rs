@@ -446,3 +446,7 @@ fn task_exit(container_id: &str, id: &str, pid: u32, exit: ExitRecord) -> TaskEx
     event.exited_at = protobuf::MessageField::some(to_timestamp(exit.at));
     event
 }
+
+#[cfg(test)]
+#[path = "exits_tests.rs"]
+mod tests;
