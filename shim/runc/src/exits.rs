@@ -1,6 +1,6 @@
 //! Exit tracking and dispatch (docs/protocol.md §5.6, §3.3).
 //!
-//! Every exit the reaper sees goes to one serial queue, "exits" (its thread runs only while
+//! Every exit somebody waits for goes to one serial queue, "exits" (its thread runs only while
 //! there is work), which alone publishes TaskExit and TaskOOM; that single consumer is what
 //! keeps the order containerd relies on:
 //! - a start (create, start, exec) registers a [`StartGuard`] before runc runs; an exit of the
@@ -12,7 +12,9 @@
 //! - when the init of a container without its own pid namespace exits, `runc kill --all` sends
 //!   SIGKILL to what is left, so the exec exits, and then the init's, follow.
 //!
-//! Exits of pids nobody started (runc itself, reparented orphans) are dropped.
+//! The reaper's sink forwards an exit only if its pid belongs to a started process or a start
+//! is in flight (whose new pid is not known yet); other exits (runc's own, waited for by
+//! their spawner, and reparented orphans) never wake the queue.
 //!
 //! Each fact has one owner: whether a process is dead is its [`Process`]'s (reaped when its
 //! exit is taken here, before that exit is recorded); which execs still hold their init's
@@ -112,6 +114,13 @@ impl Tracking {
         }
     }
 
+    /// Whether the exits queue must see an exit of `pid`: a started process's, or any exit
+    /// while a start is in flight. An exit filtered out here would find nothing to do there:
+    /// only a start in flight now can put its pid in `running` later.
+    fn waits_for(&self, pid: i32) -> bool {
+        self.running.contains_key(&pid) || !self.starts.is_empty()
+    }
+
     /// Takes the started processes of `pid` for dispatch; they are dead from now on.
     fn take_running(&mut self, pid: i32) -> Vec<ProcRef> {
         let procs = self.running.remove(&pid).unwrap_or_default();
@@ -125,7 +134,8 @@ impl Tracking {
 /// The bookkeeping RPC threads and the exits queue share; locked only for map updates.
 #[derive(Debug)]
 pub struct Lifecycle {
-    tracking: Mutex<Tracking>,
+    /// Shared with the reaper's sink, which reads it to filter exits.
+    tracking: Arc<Mutex<Tracking>>,
     messages: SerialQueue<Message>,
     /// The OOM watcher's events, drained by the exits queue only.
     ooms: Receiver<OomEvent>,
@@ -147,7 +157,7 @@ impl Lifecycle {
         effects: Box<dyn Effects>,
     ) -> Self {
         Self {
-            tracking: Mutex::default(),
+            tracking: Arc::default(),
             messages,
             ooms,
             effects,
@@ -155,8 +165,20 @@ impl Lifecycle {
     }
 
     fn lock(&self) -> MutexGuard<'_, Tracking> {
-        // Only map updates happen under the lock; they cannot be left half-done.
-        self.tracking.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.tracking)
+    }
+
+    /// The reaper's sink: queues the exits somebody waits for. It runs on the reaping thread
+    /// under the monitor's locks, which are taken before the tracking lock, never after.
+    fn exit_sink(&self) -> impl Fn(Exit) -> bool + Send + 'static {
+        let tracking = Arc::clone(&self.tracking);
+        let queue = self.messages.clone();
+        move |exit| {
+            if lock(&tracking).waits_for(exit.pid) {
+                queue.push(Message::Reaped(exit));
+            }
+            true
+        }
     }
 
     /// Subscribes to exits before a runc call that starts a process. For the Start of an init
@@ -334,13 +356,18 @@ impl Drop for StartGuard<'_> {
     }
 }
 
+fn lock(tracking: &Mutex<Tracking>) -> MutexGuard<'_, Tracking> {
+    // Only map updates happen under the lock; they cannot be left half-done.
+    tracking.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn pid_key(pid: u32) -> i32 {
     // Linux pids are below 2^22; an unparsable one simply matches no exit.
     i32::try_from(pid).unwrap_or(-1)
 }
 
-/// Creates the lifecycle: its exits queue, fed by every exit `monitor` reaps, and the OOM
-/// watcher, whose events go through the same queue.
+/// Creates the lifecycle: its exits queue, fed by the exits `monitor` reaps that somebody
+/// waits for, and the OOM watcher, whose events go through the same queue.
 pub fn start(
     monitor: &Monitor,
     publisher: Publisher,
@@ -358,11 +385,7 @@ pub fn start(
     };
     let lifecycle = Arc::new(Lifecycle::new(messages, ooms, Box::new(effects)));
     let _ = link.set(Arc::downgrade(&lifecycle));
-    let queue = lifecycle.messages.clone();
-    monitor.on_every_exit(move |exit| {
-        queue.push(Message::Reaped(exit));
-        true
-    });
+    monitor.on_every_exit(lifecycle.exit_sink());
     Ok((lifecycle, oom))
 }
 

@@ -74,6 +74,8 @@ impl Effects for Shared {
 
 struct Harness {
     lifecycle: Arc<Lifecycle>,
+    /// The reaper's sink, as the monitor calls it.
+    sink: Box<dyn Fn(Exit) -> bool>,
     recorder: Arc<Recorder>,
     queued: Receiver<Message>,
     monitor: Arc<Monitor>,
@@ -97,6 +99,7 @@ impl Harness {
         let effects = Box::new(Shared(Arc::clone(&recorder)));
         let lifecycle = Arc::new(Lifecycle::new(messages, ooms, effects));
         Self {
+            sink: Box::new(lifecycle.exit_sink()),
             lifecycle,
             recorder,
             queued,
@@ -111,7 +114,13 @@ impl Harness {
             status,
             at: SystemTime::now(),
         };
-        self.lifecycle.messages.push(Message::Reaped(exit));
+        assert!((self.sink)(exit), "the sink stays subscribed");
+    }
+
+    /// Whether anything reached the queue since it was last run.
+    fn queued_anything(&self) -> bool {
+        assert!(self.lifecycle.messages.wait_empty(Duration::from_secs(5)));
+        !self.queued.is_empty()
     }
 
     /// Handles everything queued, in order, until the queue stays empty.
@@ -446,4 +455,28 @@ fn an_exit_nobody_started_is_dropped() {
     harness.run_queue();
     assert_eq!(harness.events(), lines(&["create c1"]));
     assert_eq!(init.process.live_state(), Some(init.process.state()));
+}
+
+#[test]
+fn only_the_exits_somebody_waits_for_reach_the_queue() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::InitOnly);
+    // runc's own exit (a kill, a delete...) with no start in flight: the queue stays asleep.
+    harness.reap(4242, 0);
+    assert!(!harness.queued_anything());
+    // During a start, any exit may be the new process's.
+    let exec = harness.add_exec(&init, "e1");
+    let guard = harness.lifecycle.pre_exec_start(exec.clone()).unwrap();
+    harness.reap(4243, 0);
+    assert!(harness.queued_anything());
+    harness.run_queue();
+    harness.exec_started(guard, &exec, 101);
+    harness.reap(4244, 0);
+    assert!(!harness.queued_anything());
+    // A started process's exit is queued.
+    harness.reap(101, 0);
+    assert!(harness.queued_anything());
+    harness.run_queue();
+    let expected = ["create c1", "exec-started e1", "exit c1/e1 0"];
+    assert_eq!(harness.events(), lines(&expected));
 }
