@@ -213,7 +213,7 @@ impl Container {
             if let Some(io) = exec.take_io() {
                 io.close(IO_CLOSE_GRACE);
             }
-            exec.mark_deleted();
+            exec.discard();
         }
     }
 

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exits::ProcRef;
 use crate::process::{ExitRecord, ProcState, Process, StdioPaths};
 use crate::restore;
-use crate::state::{ExecState, InitState, Op};
+use crate::state::{ExecState, Op, PauseOutcome};
 use crate::Shared;
 
 /// How long Wait gives the output to reach the client after the exit.
@@ -131,24 +131,13 @@ pub fn start_exec(
 ) -> Result<u32, Error> {
     let _ops = exec.lock_ops();
     exec.check(Op::Start).map_err(transition(&exec.id))?;
-    match container.init.state() {
-        ProcState::Init(InitState::Created | InitState::Running) => {}
-        _ => {
-            return Err(Error::InitNotRunning {
-                id: container.id.clone(),
-            })
-        }
-    }
-    let guard = shared.lifecycle.pre_exec_start(&container.id)?;
-    let started = run_exec(shared, container, exec);
-    let (pid, io) = match started {
-        Ok(started) => started,
-        Err(err) => {
-            drop(guard);
-            shared.lifecycle.exec_start_failed(&container.id);
-            return Err(err);
-        }
+    let proc_ref = ProcRef {
+        container: Arc::clone(container),
+        process: Arc::clone(exec),
     };
+    let guard = shared.lifecycle.pre_exec_start(proc_ref.clone())?;
+    // A failed `runc exec` drops the guard, which releases the init's exit if it waits.
+    let (pid, io) = run_exec(shared, container, exec)?;
     let io = match io {
         Ok(io) => Some(io),
         Err(source) => {
@@ -158,10 +147,7 @@ pub fn start_exec(
                 Signal::SIGKILL,
             );
             exec.started(pid, None);
-            guard.started(ProcRef {
-                container: Arc::clone(container),
-                process: Arc::clone(exec),
-            });
+            guard.started(proc_ref);
             return Err(Error::Io {
                 id: exec.id.clone(),
                 source,
@@ -174,10 +160,7 @@ pub fn start_exec(
     event.exec_id.clone_from(&exec.id);
     event.pid = pid;
     publish(shared, &event);
-    guard.started(ProcRef {
-        container: Arc::clone(container),
-        process: Arc::clone(exec),
-    });
+    guard.started(proc_ref);
     Ok(pid)
 }
 
@@ -273,18 +256,16 @@ pub fn kill_process(
 pub fn pause(shared: &Shared, container: &Container) -> Result<(), Error> {
     let init = &container.init;
     let _ops = init.lock_ops();
-    init.check(Op::Pause).map_err(transition(&container.id))?;
-    let running = ProcState::Init(InitState::Running);
-    let pausing = ProcState::Init(InitState::Pausing);
-    init.replace_state(running, pausing);
+    init.transition(Op::Pause)
+        .map_err(transition(&container.id))?;
     if let Err(source) = container.runc.pause(&container.id) {
-        init.replace_state(pausing, running);
+        init.pause_ended(PauseOutcome::Failed);
         return Err(Error::Runc {
             verb: "pause",
             source,
         });
     }
-    init.replace_state(pausing, ProcState::Init(InitState::Paused));
+    init.pause_ended(PauseOutcome::Frozen);
     let mut event = TaskPaused::new();
     event.container_id.clone_from(&container.id);
     publish(shared, &event);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use wren_io::{Drain, ProcessIo};
 use wren_shim_protocol::types::Status;
 
-use crate::state::{ExecState, InitState, Op, TransitionError};
+use crate::state::{ExecState, Found, InitState, Op, PauseOutcome, TransitionError};
 
 /// Whether a process is a container's init or one of its execs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,25 @@ impl ProcState {
         }
     }
 
+    fn pause_ended(self, outcome: PauseOutcome) -> Result<Self, TransitionError> {
+        match self {
+            Self::Init(state) => state.pause_ended(outcome).map(Self::Init),
+            Self::Exec(state) => Err(TransitionError {
+                op: Op::Pause,
+                found: Found::Exec(state),
+            }),
+        }
+    }
+
+    /// Whether the process's life is over: its exit recorded, or deleted.
+    fn has_ended(self) -> bool {
+        matches!(
+            self,
+            Self::Init(InitState::Stopped | InitState::Deleted)
+                | Self::Exec(ExecState::Stopped | ExecState::Deleted)
+        )
+    }
+
     /// The status containerd's State RPC reports.
     pub fn status(self) -> Status {
         match self {
@@ -77,6 +96,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct Inner {
     state: ProcState,
+    /// Reaped: set when the exit is taken for dispatch, before it is recorded (an init's
+    /// exit waits for its execs'), so the process is known dead from then on.
+    reaped: bool,
     pid: u32,
     exit: Option<ExitRecord>,
     io: Option<ProcessIo>,
@@ -138,6 +160,7 @@ impl Process {
             stdio,
             Inner {
                 state,
+                reaped: false,
                 pid,
                 exit: None,
                 io,
@@ -153,6 +176,7 @@ impl Process {
     pub fn exec(id: &str, stdio: StdioPaths, spec: Vec<u8>, pid_file: PathBuf) -> Self {
         let inner = Inner {
             state: ProcState::Exec(ExecState::Created),
+            reaped: false,
             pid: 0,
             exit: None,
             io: None,
@@ -209,31 +233,61 @@ impl Process {
         self.lock().state
     }
 
+    /// The state while the process lives; `None` once it has been reaped, even before its
+    /// exit is recorded.
+    pub fn live_state(&self) -> Option<ProcState> {
+        let inner = self.lock();
+        (!inner.reaped).then_some(inner.state)
+    }
+
+    /// The reaper collected the process; its exit is about to be dispatched.
+    pub fn mark_reaped(&self) {
+        self.lock().reaped = true;
+    }
+
     /// Fails unless `op` is allowed in the current state.
     pub fn check(&self, op: Op) -> Result<ProcState, TransitionError> {
         let state = self.lock().state;
         state.check(op).map(|()| state)
     }
 
-    /// Applies `op`'s transition if it is still allowed (the process may have exited while
-    /// runc ran, and then the exit wins).
-    pub fn commit(&self, op: Op) {
+    /// Applies `op`'s transition now, or refuses it (for a move that must happen before runc
+    /// runs, such as Running to Pausing).
+    pub fn transition(&self, op: Op) -> Result<ProcState, TransitionError> {
         let mut inner = self.lock();
-        if let Ok(next) = inner.state.after(op) {
-            inner.state = next;
-        }
+        inner.state = inner.state.after(op)?;
+        Ok(inner.state)
     }
 
-    /// Moves from `from` to `to`, if the process is still in `from`.
-    pub fn replace_state(&self, from: ProcState, to: ProcState) {
+    /// Applies `op`'s transition after runc carried it out; see [`Self::settle`].
+    pub fn commit(&self, op: Op) {
         let mut inner = self.lock();
-        if inner.state == from {
-            inner.state = to;
+        self.settle(&mut inner, |state| state.after(op));
+    }
+
+    /// Leaves Pausing once `runc pause` returned; see [`Self::settle`].
+    pub fn pause_ended(&self, outcome: PauseOutcome) {
+        let mut inner = self.lock();
+        self.settle(&mut inner, |state| state.pause_ended(outcome));
+    }
+
+    /// A move after a runc call: the process may have ended while runc ran (its exit
+    /// recorded, or deleted with its container), and then the end wins; any other refusal
+    /// means a caller skipped its check under the `ops` lock, a bug, logged as one.
+    fn settle(
+        &self,
+        inner: &mut Inner,
+        next: impl FnOnce(ProcState) -> Result<ProcState, TransitionError>,
+    ) {
+        match next(inner.state) {
+            Ok(state) => inner.state = state,
+            Err(_) if inner.state.has_ended() => {}
+            Err(err) => log::error!("bug: illegal transition of {}: {err}", self.id),
         }
     }
 
     /// An exec started, or a checkpointed init was restored: its pid and IO, and Running
-    /// (unless it already exited).
+    /// (unless it already ended).
     pub fn started(&self, pid: u32, mut io: Option<ProcessIo>) {
         let mut inner = self.lock();
         inner.pid = pid;
@@ -243,9 +297,7 @@ impl Process {
             }
         }
         inner.io = io;
-        if let Ok(next) = inner.state.after(Op::Start) {
-            inner.state = next;
-        }
+        self.settle(&mut inner, |state| state.after(Op::Start));
     }
 
     /// Records the exit and runs `announce` (queueing TaskExit) in the same critical section,
@@ -254,6 +306,7 @@ impl Process {
     pub fn record_exit(&self, exit: ExitRecord, announce: impl FnOnce(u32)) {
         let mut inner = self.lock();
         inner.state = inner.state.exited();
+        inner.reaped = true;
         inner.exit = Some(exit);
         announce(inner.pid);
         let callbacks = std::mem::take(&mut inner.on_exit.0);
@@ -304,11 +357,24 @@ impl Process {
         inner.exit
     }
 
-    /// Marks the process deleted; returns its last snapshot.
+    /// Marks the process deleted (its caller checked Delete under the `ops` lock: a refusal
+    /// is a bug, logged) and tells its waiters it never will exit; returns its last snapshot.
     pub fn mark_deleted(&self) -> Snapshot {
+        self.delete(|id, err| log::error!("bug: illegal transition of {id}: {err}"))
+    }
+
+    /// Its container is going away: the process is deleted if it may be. One still running
+    /// (an exec that outlived the bounded wait for a created init's exit) keeps its state,
+    /// reported; either way, its waiters are told it will not exit here.
+    pub fn discard(&self) {
+        self.delete(|id, err| log::warn!("{id} left behind by its deleted container: {err}"));
+    }
+
+    fn delete(&self, refused: impl FnOnce(&str, TransitionError)) -> Snapshot {
         let mut inner = self.lock();
-        if let Ok(next) = inner.state.after(Op::Delete) {
-            inner.state = next;
+        match inner.state.after(Op::Delete) {
+            Ok(next) => inner.state = next,
+            Err(err) => refused(&self.id, err),
         }
         // A process deleted before it exited (an exec never started) never will: its
         // waiters are told so.
@@ -454,9 +520,37 @@ mod tests {
     fn pausing_reports_pausing() {
         let init = Process::init("c1", StdioPaths::default(), 1, None);
         init.commit(Op::Start);
-        let running = ProcState::Init(InitState::Running);
-        init.replace_state(running, ProcState::Init(InitState::Pausing));
+        init.transition(Op::Pause).unwrap();
         assert_eq!(init.snapshot().state.status(), Status::PAUSING);
         assert!(init.check(Op::Pause).is_err());
+        assert!(init.transition(Op::Pause).is_err());
+        init.pause_ended(PauseOutcome::Failed);
+        assert_eq!(init.state(), ProcState::Init(InitState::Running));
+    }
+
+    #[test]
+    fn the_end_wins_over_a_move_after_runc() {
+        let init = Process::init("c1", StdioPaths::default(), 1, None);
+        init.commit(Op::Start);
+        init.transition(Op::Pause).unwrap();
+        let exit = ExitRecord {
+            status: 137,
+            at: SystemTime::now(),
+        };
+        init.record_exit(exit, |_| {});
+        init.pause_ended(PauseOutcome::Frozen);
+        init.commit(Op::Resume);
+        assert_eq!(init.state(), ProcState::Init(InitState::Stopped));
+    }
+
+    #[test]
+    fn a_refused_delete_keeps_the_state_and_releases_waiters() {
+        let process = exec();
+        process.started(9, None);
+        let (waiter, waited) = crossbeam_channel::bounded(1);
+        process.on_exit(Box::new(move |exit| waiter.send(exit).unwrap()));
+        process.discard();
+        assert_eq!(process.state(), ProcState::Exec(ExecState::Running));
+        assert_eq!(waited.try_recv().unwrap(), None);
     }
 }

@@ -112,8 +112,7 @@ impl Runtime for RuncRuntime {
 
     fn new(context: ShimContext) -> Result<Self, RuntimeError> {
         let spawner = Arc::clone(&context.monitor);
-        let lifecycle = exits::start(&context.monitor, context.publisher.clone())?;
-        let oom = Arc::clone(&lifecycle.oom);
+        let (lifecycle, oom) = exits::start(&context.monitor, context.publisher.clone())?;
         let shared = Shared {
             namespace: context.namespace,
             publisher: context.publisher,

@@ -10,7 +10,7 @@ pub enum InitState {
     /// `runc create` done, the user process not started.
     Created,
     Running,
-    /// `runc pause` is in flight.
+    /// `runc pause` is in flight; [`InitState::pause_ended`] leaves it.
     Pausing,
     Paused,
     /// The init exited (reaped); only Delete and Kill remain meaningful.
@@ -84,6 +84,15 @@ impl Found {
     }
 }
 
+/// How a `runc pause` ended, for the move out of [`InitState::Pausing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// runc froze the container.
+    Frozen,
+    /// runc failed: the container runs on.
+    Failed,
+}
+
 /// An operation the current state does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {op} a {} process", .found.name())]
@@ -128,15 +137,28 @@ impl InitState {
         }
     }
 
-    /// The state after `op` succeeded. Ops that leave the state alone return it unchanged.
+    /// The state after `op` succeeded (Pause: while runc pauses). Ops that leave the state
+    /// alone return it unchanged.
     pub fn after(self, op: Op) -> Result<Self, TransitionError> {
         self.check(op)?;
         Ok(match op {
             Op::Start | Op::Resume => Self::Running,
-            Op::Pause => Self::Paused,
+            Op::Pause => Self::Pausing,
             Op::Delete => Self::Deleted,
             Op::Kill | Op::Update | Op::Exec | Op::Checkpoint | Op::ResizePty => self,
         })
+    }
+
+    /// The state once `runc pause` returned: only Pausing may end a pause.
+    pub fn pause_ended(self, outcome: PauseOutcome) -> Result<Self, TransitionError> {
+        match (self, outcome) {
+            (Self::Pausing, PauseOutcome::Frozen) => Ok(Self::Paused),
+            (Self::Pausing, PauseOutcome::Failed) => Ok(Self::Running),
+            _ => Err(TransitionError {
+                op: Op::Pause,
+                found: Found::Init(self),
+            }),
+        }
     }
 
     /// The state once the process has been reaped. Exits after deletion change nothing.
@@ -206,6 +228,8 @@ mod tests {
         let state = InitState::Created.after(Op::Start).unwrap();
         assert_eq!(state, InitState::Running);
         let state = state.after(Op::Pause).unwrap();
+        assert_eq!(state, InitState::Pausing);
+        let state = state.pause_ended(PauseOutcome::Frozen).unwrap();
         assert_eq!(state, InitState::Paused);
         let state = state.after(Op::Resume).unwrap().exited();
         assert_eq!(state, InitState::Stopped);
@@ -242,6 +266,26 @@ mod tests {
         }
         assert_eq!(InitState::Deleted.exited(), InitState::Deleted);
         assert_eq!(InitState::Deleted.status_name(), "stopped");
+    }
+
+    #[test]
+    fn only_pausing_ends_a_pause() {
+        let pausing = InitState::Running.after(Op::Pause).unwrap();
+        assert_eq!(pausing.status_name(), "pausing");
+        assert_eq!(
+            pausing.pause_ended(PauseOutcome::Failed).unwrap(),
+            InitState::Running
+        );
+        for state in [
+            InitState::Created,
+            InitState::Running,
+            InitState::Paused,
+            InitState::Stopped,
+            InitState::Deleted,
+        ] {
+            let err = state.pause_ended(PauseOutcome::Frozen).unwrap_err();
+            assert_eq!(err.found, Found::Init(state));
+        }
     }
 
     #[test]
