@@ -52,16 +52,10 @@ pub fn cold_run(bench: &Bench<'_>) -> Result<Vec<Metric>> {
 
 /// `ctr task exec /bin/true` into the idle fleets against `runc exec`.
 pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
-    let metric = Metric::new(
-        "exec_ms",
-        "`ctr task exec` /bin/true (floor: `runc exec`)",
-        "ms",
-        Better::Lower,
-    );
     let metric = against_fleets(
         bench,
         fleets,
-        metric,
+        ("exec_ms", "`ctr task exec` /bin/true (floor: `runc exec`)"),
         |floor_id| bench.floor.exec_true_command(floor_id),
         |target| {
             let exec_id = unique_id("x");
@@ -80,16 +74,13 @@ pub fn exec(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
 
 /// `ctr task metrics` on the idle fleets against `runc events --stats`.
 pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
-    let metric = Metric::new(
-        "stats_ms",
-        "`ctr task metrics` (floor: `runc events --stats`)",
-        "ms",
-        Better::Lower,
-    );
     let metric = against_fleets(
         bench,
         fleets,
-        metric,
+        (
+            "stats_ms",
+            "`ctr task metrics` (floor: `runc events --stats`)",
+        ),
         |floor_id| bench.floor.stats_command(floor_id),
         |target| bench.containerd.ctr(&["task", "metrics", target]),
     )?;
@@ -97,11 +88,11 @@ pub fn stats(bench: &Bench<'_>, fleets: &Fleets<'_>) -> Result<Vec<Metric>> {
 }
 
 /// Times `floor` on a sleeper run by runc alone and `through_shim` on the fleets' containers,
-/// interleaved, into `metric`.
+/// interleaved, into the metric `(name, title)`, in milliseconds.
 fn against_fleets(
     bench: &Bench<'_>,
     fleets: &Fleets<'_>,
-    metric: Metric,
+    (name, title): (&'static str, &str),
     floor: impl Fn(&str) -> Command,
     through_shim: impl Fn(&str) -> Command,
 ) -> Result<Metric> {
@@ -110,6 +101,7 @@ fn against_fleets(
         .iter()
         .filter(|s| fleets.of(s).is_some())
         .collect();
+    let metric = Metric::new(name, title, "ms", Better::Lower);
     let mut metric = against_floor_sleeper(bench, &shims, metric, floor, |shim, round| {
         timed(&mut through_shim(&fleet_member(fleets, shim, round)?))
     })?;
