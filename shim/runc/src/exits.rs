@@ -310,10 +310,13 @@ impl Lifecycle {
             status: u32::try_from(exit.status).unwrap_or(255),
             at: exit.at,
         };
-        proc_ref.process.record_exit(record, |pid| {
-            let event = task_exit(&container.id, &proc_ref.process.id, pid, record);
-            self.effects.publish_exit(&event);
-        });
+        proc_ref
+            .process
+            .record_exit(record, |pid| {
+                let event = task_exit(&container.id, &proc_ref.process.id, pid, record);
+                self.effects.publish_exit(&event);
+            })
+            .deliver();
     }
 
     fn publish_pending_ooms(&self) {
