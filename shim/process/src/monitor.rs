@@ -141,8 +141,10 @@ impl Monitor {
     }
 
     /// Calls `sink` with every exit reaped from now on, in reaping order, on the reaping
-    /// thread and under the monitor's locks: it must only hand the exit on (never spawn
-    /// through this monitor, never block). Returning `false` unsubscribes it.
+    /// thread and under the monitor's locks: it must never block and never spawn through
+    /// this monitor. It may take a lock of its own (the monitor's come first) only if no
+    /// thread ever holds that lock while spawning through this monitor or waiting for the
+    /// reaping thread; it may start a thread. Returning `false` unsubscribes it.
     pub fn on_every_exit(&self, sink: impl FnMut(Exit) -> bool + Send + 'static) {
         self.lock_subscribers().all.push(Box::new(sink));
     }

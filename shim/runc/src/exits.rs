@@ -1,20 +1,27 @@
 //! Exit tracking and dispatch (docs/protocol.md §5.6, §3.3).
 //!
-//! Every exit somebody waits for goes to one serial queue, "exits" (its thread runs only while
-//! there is work), which alone publishes TaskExit and TaskOOM; that single consumer is what
-//! keeps the order containerd relies on:
+//! Exits reach TaskExit two ways. The exit of a started exec is recorded, and its TaskExit
+//! queued, by the reaper's sink itself, on the reaping thread (the daemon's main loop): the
+//! fast path, which can neither block nor run runc. Every other exit somebody waits for (an
+//! init's, an exit while a start is in flight, a replayed one) goes to one serial queue,
+//! "exits" (its thread runs only while there is work), which publishes those exits and,
+//! alone, TaskOOM. The order containerd relies on holds across the two:
 //! - a start (create, start, exec) registers a [`StartGuard`] before runc runs; an exit of the
 //!   new pid that arrives before the start event is queued is parked in the guard and replayed
-//!   to the queue only after the event ([`StartGuard::started`]);
-//! - an init's exit waits until every running exec's exit is published;
+//!   to the queue only after the event ([`StartGuard::started`]); a pid is a started exec's,
+//!   and its exit can take the fast path, only from then on;
+//! - an init's exit waits until every running exec's exit is published: the fast path takes
+//!   an exec out of the running set and queues its TaskExit in one critical section of the
+//!   tracking lock, under which the queue decides whether the init's exit waits; and it hands
+//!   an init exit it releases back to the queue ([`Message::ExecsDone`]);
 //! - the OOM watcher is flushed (unwatch) before the init's TaskExit, and the flushed event,
 //!   which lands on the channel the queue drains, is published first;
 //! - when the init of a container without its own pid namespace exits, `runc kill --all` sends
 //!   SIGKILL to what is left, so the exec exits, and then the init's, follow.
 //!
-//! The reaper's sink forwards an exit only if its pid belongs to a started process or a start
-//! is in flight (whose new pid is not known yet); other exits (runc's own, waited for by
-//! their spawner, and reparented orphans) never wake the queue.
+//! The sink queues an exit only if its pid belongs to a started init or a start is in flight
+//! (whose new pid is not known yet); other exits (runc's own, waited for by their spawner,
+//! and reparented orphans) never wake the queue.
 //!
 //! Each fact has one owner: whether a process is dead is its [`Process`]'s (reaped when its
 //! exit is taken here, before that exit is recorded); which execs still hold their init's
@@ -34,7 +41,7 @@ use wren_shim_protocol::timestamp::to_timestamp;
 
 use crate::container::{Container, ExitPolicy};
 use crate::error::Error;
-use crate::process::{ExitRecord, Kind, ProcState, Process};
+use crate::process::{ExitNotice, ExitRecord, Kind, ProcState, Process};
 use crate::state::InitState;
 
 /// A process together with its container.
@@ -55,7 +62,9 @@ enum Message {
     /// process is in `running`, and handled as a reaped one: so it still holds its init's exit
     /// meanwhile, and a Start that takes the process out of `running` again parks it.
     Replay(Exit),
-    /// A failed exec start left no exec that holds the container's pending init exit.
+    /// No exec holds the container's pending init exit any more: an exec start failed, or
+    /// the reaper's sink recorded the last exec's exit (finishing an init blocks, so the sink
+    /// leaves it to the queue).
     ExecsDone(String),
 }
 
@@ -114,11 +123,32 @@ impl Tracking {
         }
     }
 
-    /// Whether the exits queue must see an exit of `pid`: a started process's, or any exit
-    /// while a start is in flight. An exit filtered out here would find nothing to do there:
-    /// only a start in flight now can put its pid in `running` later.
+    /// Whether `container_id` has an init exit pending that no exec holds any more.
+    fn init_exit_releasable(&self, container_id: &str) -> bool {
+        self.pending_init_exits.contains_key(container_id) && self.live_execs(container_id) == 0
+    }
+
+    /// Whether an exit of `pid` is a started exec's and nothing else's: one the reaper's
+    /// sink records itself.
+    fn is_started_exec(&self, pid: i32) -> bool {
+        self.running.get(&pid).is_some_and(|procs| {
+            !procs.is_empty() && procs.iter().all(|p| p.process.kind == Kind::Exec)
+        })
+    }
+
+    /// Whether the exits queue must see an exit of `pid` the sink does not record: a started
+    /// init's, or any exit while a start is in flight. An exit filtered out here would find
+    /// nothing to do there: only a start in flight now can put its pid in `running` later.
     fn waits_for(&self, pid: i32) -> bool {
         self.running.contains_key(&pid) || !self.starts.is_empty()
+    }
+
+    /// Copies `exit` to every start in flight and takes the started processes of its pid.
+    fn take_exited(&mut self, exit: &Exit) -> Vec<ProcRef> {
+        for start in self.starts.values_mut() {
+            start.exits.push(*exit);
+        }
+        self.take_running(exit.pid)
     }
 
     /// Takes the started processes of `pid` for dispatch; they are dead from now on.
@@ -131,11 +161,11 @@ impl Tracking {
     }
 }
 
-/// The bookkeeping RPC threads and the exits queue share; locked only for map updates.
+/// The bookkeeping RPC threads, the reaping thread and the exits queue share; locked only
+/// for map updates (and, on the reaping thread, to record an exec's exit with them).
 #[derive(Debug)]
 pub struct Lifecycle {
-    /// Shared with the reaper's sink, which reads it to filter exits.
-    tracking: Arc<Mutex<Tracking>>,
+    tracking: Mutex<Tracking>,
     messages: SerialQueue<Message>,
     /// The OOM watcher's events, drained by the exits queue only.
     ooms: Receiver<OomEvent>,
@@ -157,7 +187,7 @@ impl Lifecycle {
         effects: Box<dyn Effects>,
     ) -> Self {
         Self {
-            tracking: Arc::default(),
+            tracking: Mutex::default(),
             messages,
             ooms,
             effects,
@@ -168,16 +198,67 @@ impl Lifecycle {
         lock(&self.tracking)
     }
 
-    /// The reaper's sink: queues the exits somebody waits for. It runs on the reaping thread
-    /// under the monitor's locks, which are taken before the tracking lock, never after.
-    fn exit_sink(&self) -> impl Fn(Exit) -> bool + Send + 'static {
-        let tracking = Arc::clone(&self.tracking);
-        let queue = self.messages.clone();
+    /// The reaper's sink, [`Lifecycle::reaped`]. It holds the lifecycle weakly: a strong
+    /// link would be a cycle (the lifecycle's containers keep the monitor, runc's spawner).
+    fn exit_sink(self: &Arc<Self>) -> impl Fn(Exit) -> bool + Send + 'static {
+        let lifecycle = Arc::downgrade(self);
         move |exit| {
-            if lock(&tracking).waits_for(exit.pid) {
-                queue.push(Message::Reaped(exit));
-            }
+            let Some(lifecycle) = lifecycle.upgrade() else {
+                return false;
+            };
+            lifecycle.reaped(exit);
             true
+        }
+    }
+
+    /// One reaped exit, on the reaping thread (the daemon's main loop, inside
+    /// `Monitor::dispatch`), so it must never block, run runc, or spawn through the monitor.
+    /// A started exec's exit is recorded here, the fast path: taken out of `running` (and
+    /// copied to every start in flight), recorded with its TaskExit queued, and, if its init's
+    /// exit was waiting for it, [`Message::ExecsDone`] queued for the exits thread, which
+    /// finishes the init (its OOM flush waits for the watcher thread). Any other exit
+    /// somebody waits for goes to the exits queue.
+    ///
+    /// Lock order, outermost first: the monitor's `reaping` (write) and `subscribers`; then
+    /// `tracking`; then one process's `inner`; then the state of the publisher's queue and of
+    /// the exits queue, and transient's list of threads (`SerialQueue::push` may start the
+    /// queue's thread). The exit callbacks run once `tracking` and `inner` are released: a
+    /// Wait's reply goes to its connection's outbox, which never blocks, or to a new
+    /// `wait-output` thread. This cannot deadlock, because no thread holding one of these
+    /// locks waits for the monitor's or for the main loop:
+    /// - runc runs (spawns through the monitor) only under a process's `ops` lock, which is
+    ///   never taken here, and never under `tracking` or `inner`, whose holders only read and
+    ///   update maps, channels and queues;
+    /// - starting a thread waits for nothing on the main loop, which joins only threads that
+    ///   have ended their work;
+    /// - what could wait for an exit (closing a process's IO stops its logger) is never
+    ///   dropped here: see [`release_off_the_reaper`].
+    fn reaped(&self, exit: Exit) {
+        let mut tracking = self.lock();
+        if !tracking.is_started_exec(exit.pid) {
+            if tracking.waits_for(exit.pid) {
+                self.messages.push(Message::Reaped(exit));
+            }
+            return;
+        }
+        let execs = tracking.take_exited(&exit);
+        // Recorded under the tracking lock: the exits thread, deciding whether an init's exit
+        // waits for its execs, sees each exec either running or with its TaskExit queued.
+        let notices: Vec<ExitNotice> = execs.iter().map(|exec| self.record(exec, exit)).collect();
+        let mut released: Vec<&str> = Vec::new();
+        for exec in &execs {
+            let id = exec.container.id.as_str();
+            if !released.contains(&id) && tracking.init_exit_releasable(id) {
+                released.push(id);
+                self.messages.push(Message::ExecsDone(id.to_owned()));
+            }
+        }
+        drop(tracking);
+        for notice in notices {
+            notice.deliver();
+        }
+        for exec in execs {
+            release_off_the_reaper(exec);
         }
     }
 
@@ -236,11 +317,7 @@ impl Lifecycle {
 
     /// Records an exit from the reaper; returns the started processes it belongs to.
     fn take_exited(&self, exit: &Exit) -> Vec<ProcRef> {
-        let mut tracking = self.lock();
-        for start in tracking.starts.values_mut() {
-            start.exits.push(*exit);
-        }
-        tracking.take_running(exit.pid)
+        self.lock().take_exited(exit)
     }
 
     /// Holds an init exit back while execs run; returns it back if none run.
@@ -255,7 +332,8 @@ impl Lifecycle {
         }
     }
 
-    /// One message's handling, on the exits queue's thread.
+    /// One message's handling, on the exits queue's thread, which may block (runc, the OOM
+    /// watcher).
     fn handle(&self, message: Message) {
         match message {
             Message::Reaped(exit) | Message::Replay(exit) => {
@@ -295,14 +373,21 @@ impl Lifecycle {
         }
     }
 
-    /// Records the exit and queues TaskExit, after a final OOM flush for an init.
+    /// Records the exit and queues TaskExit, after a final OOM flush for an init; then runs
+    /// its exit callbacks.
     fn finish(&self, proc_ref: &ProcRef, exit: Exit) {
-        let container = &proc_ref.container;
         if proc_ref.process.kind == Kind::Init {
-            self.effects.stop_oom_watch(container);
+            self.effects.stop_oom_watch(&proc_ref.container);
             // The flush put any last kill on the channel; publish it before the exit.
             self.publish_pending_ooms();
         }
+        self.record(proc_ref, exit).deliver();
+    }
+
+    /// Records the exit and queues TaskExit in one critical section of the process; never
+    /// blocks. Returns the exit callbacks, to run outside the caller's locks.
+    fn record(&self, proc_ref: &ProcRef, exit: Exit) -> ExitNotice {
+        let container = &proc_ref.container;
         // Before the exit is recorded, which lets Wait answer once the output drained: with
         // the shim's own FIFO readers gone, output nobody reads no longer holds the drain.
         proc_ref.process.release_output();
@@ -313,7 +398,7 @@ impl Lifecycle {
         proc_ref.process.record_exit(record, |pid| {
             let event = task_exit(&container.id, &proc_ref.process.id, pid, record);
             self.effects.publish_exit(&event);
-        });
+        })
     }
 
     fn publish_pending_ooms(&self) {
@@ -356,6 +441,24 @@ impl Drop for StartGuard<'_> {
     }
 }
 
+/// Lets go of a process taken on the reaping thread. The last holder of an exec whose IO is
+/// still installed (one its container's Delete dropped while `runc exec` ran) closes that
+/// IO on a thread of its own: closing it may wait for a logger's exit, which only the
+/// reaping thread can deliver.
+fn release_off_the_reaper(proc_ref: ProcRef) {
+    let Some(process) = Arc::into_inner(proc_ref.process) else {
+        return;
+    };
+    if let Some(io) = process.take_io() {
+        if let Err(err) = wren_shim::transient::spawn("io-close", move || drop(io)) {
+            log::error!(
+                "failed to start a thread to close the io of {}: {err}",
+                process.id
+            );
+        }
+    }
+}
+
 fn lock(tracking: &Mutex<Tracking>) -> MutexGuard<'_, Tracking> {
     // Only map updates happen under the lock; they cannot be left half-done.
     tracking.lock().unwrap_or_else(PoisonError::into_inner)
@@ -366,8 +469,9 @@ fn pid_key(pid: u32) -> i32 {
     i32::try_from(pid).unwrap_or(-1)
 }
 
-/// Creates the lifecycle: its exits queue, fed by the exits `monitor` reaps that somebody
-/// waits for, and the OOM watcher, whose events go through the same queue.
+/// Creates the lifecycle: the sink of the exits `monitor` reaps, which records a started
+/// exec's exit itself and queues the others somebody waits for, and the OOM watcher, whose
+/// events go through the same queue.
 pub fn start(
     monitor: &Monitor,
     publisher: Publisher,

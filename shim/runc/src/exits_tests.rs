@@ -1,9 +1,10 @@
-//! The orders the exits queue decides, driven on the test's thread through a recording
-//! [`Effects`]: no runc, cgroup or containerd runs. Start events are recorded by the test where
-//! `ops` would queue them, just before [`StartGuard::started`], as `ops` does.
+//! The orders the reaper's sink and the exits queue decide, driven on the test's thread (which
+//! plays the reaping thread and the exits thread) through a recording [`Effects`]: no runc,
+//! cgroup or containerd runs. Start events are recorded by the test where `ops` would queue
+//! them, just before [`StartGuard::started`], as `ops` does.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Receiver;
@@ -24,6 +25,10 @@ struct Recorder {
     /// Containers whose final OOM read finds a kill, and the sink it is delivered to.
     oom_kills: Mutex<Vec<String>>,
     oom_sink: OnceLock<QueuedOomSink>,
+    /// Set by the tests that check where a TaskExit is queued from.
+    lifecycle: OnceLock<Weak<Lifecycle>>,
+    /// For each TaskExit queued once `lifecycle` is set: whether its tracking lock was held.
+    tracking_held: Mutex<Vec<bool>>,
 }
 
 impl Recorder {
@@ -59,6 +64,10 @@ impl Effects for Shared {
     }
 
     fn publish_exit(&self, event: &TaskExit) {
+        if let Some(lifecycle) = self.0.lifecycle.get().and_then(Weak::upgrade) {
+            let held = lifecycle.tracking.try_lock().is_err();
+            self.0.tracking_held.lock().unwrap().push(held);
+        }
         let line = format!(
             "exit {}/{} {}",
             event.container_id, event.id, event.exit_status
@@ -106,7 +115,8 @@ impl Harness {
         }
     }
 
-    /// What the reaper hands the lifecycle for `pid`.
+    /// What the reaper hands the lifecycle for `pid`: the sink runs on this thread, as it
+    /// runs on the reaping thread.
     fn reap(&self, pid: u32, status: i32) {
         let exit = Exit {
             pid: pid_key(pid),
@@ -471,10 +481,132 @@ fn only_the_exits_somebody_waits_for_reach_the_queue() {
     harness.exec_started(guard, &exec, 101);
     harness.reap(4244, 0);
     assert!(!harness.queued_anything());
-    // A started process's exit is queued.
+    // A started exec's exit is recorded by the sink itself; a started init's is queued.
     harness.reap(101, 0);
+    assert!(!harness.queued_anything());
+    harness.reap(100, 0);
     assert!(harness.queued_anything());
     harness.run_queue();
-    let expected = ["create c1", "exec-started e1", "exit c1/e1 0"];
+    let expected = [
+        "create c1",
+        "exec-started e1",
+        "exit c1/e1 0",
+        "exit c1/c1 0",
+    ];
+    assert_eq!(harness.events(), lines(&expected));
+}
+
+#[test]
+fn a_started_exec_exit_is_recorded_and_published_by_the_sink() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::InitOnly);
+    harness.start(&init);
+    let exec = harness.exec(&init, "e1", 101);
+    let _ = harness
+        .recorder
+        .lifecycle
+        .set(Arc::downgrade(&harness.lifecycle));
+    // A pending Wait, which notes whether the tracking lock was free when it was answered.
+    let (answer, answered) = crossbeam_channel::bounded(1);
+    let lifecycle = Arc::clone(&harness.lifecycle);
+    exec.process.on_exit(Box::new(move |exit| {
+        let tracking_free = lifecycle.tracking.try_lock().is_ok();
+        answer.send((exit, tracking_free)).unwrap();
+    }));
+    harness.reap(101, 3);
+    // Before the sink returned, with no queue run: stopped, published, answered.
+    let expected = ["create c1", "start c1", "exec-started e1", "exit c1/e1 3"];
+    assert_eq!(harness.events(), lines(&expected));
+    assert_eq!(exec.process.state(), ProcState::Exec(ExecState::Stopped));
+    let (exit, tracking_free) = answered.try_recv().unwrap();
+    assert_eq!(exit.map(|exit| exit.status), Some(3));
+    assert!(!harness.queued_anything());
+    // The TaskExit was queued in the critical section that took the exec out of `running`;
+    // the Wait was answered outside it.
+    assert_eq!(*harness.recorder.tracking_held.lock().unwrap(), [true]);
+    assert!(tracking_free);
+}
+
+#[test]
+fn an_exec_exit_on_the_sink_releases_the_held_init_exit_through_the_queue() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::InitOnly);
+    harness.start(&init);
+    harness.exec(&init, "e1", 101);
+    harness.recorder.oom_kills.lock().unwrap().push("c1".into());
+    harness.reap(100, 137);
+    harness.run_queue();
+    assert_eq!(harness.events().len(), 3, "{:?}", harness.events());
+    harness.reap(101, 1);
+    // The exec's exit at once; the init's (its OOM flush blocks) only from the queue.
+    assert_eq!(harness.events()[3..], lines(&["exit c1/e1 1"]));
+    assert_eq!(init.process.state(), ProcState::Init(InitState::Running));
+    assert!(harness.queued_anything());
+    harness.run_queue();
+    assert_eq!(
+        harness.events()[3..],
+        lines(&["exit c1/e1 1", "oom c1", "exit c1/c1 137"])
+    );
+    assert_eq!(init.process.state(), ProcState::Init(InitState::Stopped));
+}
+
+#[test]
+fn an_init_exit_still_queued_when_its_exec_exits_on_the_sink_follows_the_exec_exit() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::InitOnly);
+    harness.start(&init);
+    harness.exec(&init, "e1", 101);
+    // The init's exit is queued, not handled yet, when the exec's is recorded.
+    harness.reap(100, 0);
+    harness.reap(101, 9);
+    assert_eq!(harness.events()[3..], lines(&["exit c1/e1 9"]));
+    harness.run_queue();
+    assert_eq!(
+        harness.events()[3..],
+        lines(&["exit c1/e1 9", "exit c1/c1 0"])
+    );
+}
+
+#[test]
+fn an_exec_exit_on_the_sink_during_another_start_reaches_that_start() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::InitOnly);
+    harness.start(&init);
+    let first = harness.exec(&init, "e1", 101);
+    let second = harness.add_exec(&init, "e2");
+    let guard = harness.lifecycle.pre_exec_start(second.clone()).unwrap();
+    harness.reap(101, 4);
+    // Recorded at once even with a start in flight...
+    assert_eq!(harness.events()[3..], lines(&["exit c1/e1 4"]));
+    assert_eq!(first.process.state(), ProcState::Exec(ExecState::Stopped));
+    assert!(!harness.queued_anything());
+    // ...and copied to that start's subscription, which sees every exit reaped meanwhile.
+    let copied = harness
+        .lifecycle
+        .lock()
+        .starts
+        .values()
+        .all(|start| start.exits.iter().any(|exit| exit.pid == 101));
+    assert!(copied);
+    harness.exec_started(guard, &second, 102);
+    harness.reap(102, 5);
+    assert_eq!(
+        harness.events()[3..],
+        lines(&["exit c1/e1 4", "exec-started e2", "exit c1/e2 5"])
+    );
+}
+
+#[test]
+fn an_init_exit_never_takes_the_fast_path() {
+    let harness = Harness::new();
+    let init = harness.create("c1", 100, ExitPolicy::KillAll);
+    harness.start(&init);
+    harness.reap(100, 0);
+    // Neither `kill --all` nor the exit ran on the reaping thread.
+    assert!(harness.queued_anything());
+    assert_eq!(harness.events(), lines(&["create c1", "start c1"]));
+    assert_eq!(init.process.live_state(), Some(init.process.state()));
+    harness.run_queue();
+    let expected = ["create c1", "start c1", "kill-all c1", "exit c1/c1 0"];
     assert_eq!(harness.events(), lines(&expected));
 }

@@ -414,7 +414,8 @@ pub fn stats(container: &Container) -> Result<Stats, Error> {
 /// it exits.
 ///
 /// Output usually drains as the process exits; when it has not yet, a short-lived thread
-/// waits for it (bounded), so the exits queue never blocks on a client's reader.
+/// waits for it (bounded), so the thread that records the exit (the reaping thread for an
+/// exec, the exits queue for an init) never blocks on a client's reader.
 ///
 /// `abandoned` says the answer has nobody left to go to: such waits are dropped early.
 pub fn wait_then(

@@ -124,6 +124,24 @@ impl std::fmt::Debug for ExitCallbacks {
     }
 }
 
+/// The exit callbacks of a process whose exit has just been recorded (deferred Wait
+/// replies), to [`deliver`](Self::deliver) outside the recorder's locks.
+#[must_use = "the exit callbacks run only when delivered"]
+#[derive(Debug)]
+pub struct ExitNotice {
+    exit: ExitRecord,
+    callbacks: ExitCallbacks,
+}
+
+impl ExitNotice {
+    /// Runs every callback with the exit.
+    pub fn deliver(self) {
+        for (callback, _) in self.callbacks.0 {
+            callback(Some(self.exit));
+        }
+    }
+}
+
 /// The stdio paths the client gave, echoed back by State.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
@@ -302,8 +320,9 @@ impl Process {
 
     /// Records the exit and runs `announce` (queueing TaskExit) in the same critical section,
     /// so nobody can see the process stopped, and Delete it, before its exit is queued; then
-    /// wakes the waiters.
-    pub fn record_exit(&self, exit: ExitRecord, announce: impl FnOnce(u32)) {
+    /// wakes the threads blocked on the exit. The exit callbacks are returned, for the
+    /// caller to run once it holds no lock of its own.
+    pub fn record_exit(&self, exit: ExitRecord, announce: impl FnOnce(u32)) -> ExitNotice {
         let mut inner = self.lock();
         inner.state = inner.state.exited();
         inner.reaped = true;
@@ -312,8 +331,9 @@ impl Process {
         let callbacks = std::mem::take(&mut inner.on_exit.0);
         drop(inner);
         self.exited.notify_all();
-        for (callback, _) in callbacks {
-            callback(Some(exit));
+        ExitNotice {
+            exit,
+            callbacks: ExitCallbacks(callbacks),
         }
     }
 
@@ -456,7 +476,9 @@ mod tests {
             status: 3,
             at: SystemTime::now(),
         };
-        process.record_exit(exit, |pid| announced = Some(pid));
+        process
+            .record_exit(exit, |pid| announced = Some(pid))
+            .deliver();
         assert_eq!(announced, Some(42));
         assert_eq!(waited.try_recv().unwrap(), Some(exit));
         assert_eq!(
@@ -497,13 +519,15 @@ mod tests {
     #[test]
     fn start_after_exit_keeps_the_exit() {
         let process = exec();
-        process.record_exit(
-            ExitRecord {
-                status: 1,
-                at: SystemTime::now(),
-            },
-            |_| {},
-        );
+        process
+            .record_exit(
+                ExitRecord {
+                    status: 1,
+                    at: SystemTime::now(),
+                },
+                |_| {},
+            )
+            .deliver();
         process.started(7, None);
         assert_eq!(process.state(), ProcState::Exec(ExecState::Stopped));
         assert_eq!(process.pid(), 7);
@@ -537,7 +561,7 @@ mod tests {
             status: 137,
             at: SystemTime::now(),
         };
-        init.record_exit(exit, |_| {});
+        init.record_exit(exit, |_| {}).deliver();
         init.pause_ended(PauseOutcome::Frozen);
         init.commit(Op::Resume);
         assert_eq!(init.state(), ProcState::Init(InitState::Stopped));
