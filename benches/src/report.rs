@@ -65,7 +65,7 @@ pub struct ShimSeries {
     pub series: Series,
 }
 
-/// One measured quantity across runc (the floor) and every shim.
+/// One measured quantity across the floor (mostly runc alone) and every shim.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {
     /// Stable JSON key (`cold_run_ms`).
@@ -76,7 +76,7 @@ pub struct Metric {
     pub unit: &'static str,
     /// Which direction is better.
     pub better: Better,
-    /// `runc` alone, where a floor exists.
+    /// The floor the title names (`runc` alone, or one exec for start-up), where one exists.
     pub floor: Option<Series>,
     /// Each shim, in table order.
     pub shims: Vec<ShimSeries>,
@@ -125,7 +125,7 @@ pub fn markdown(metrics: &[Metric], shims: &[String]) -> String {
         shims.first().map_or("", String::as_str)
     };
     let others: Vec<&String> = shims.iter().filter(|s| *s != reference).collect();
-    let mut out = String::from("| metric | unit | trials | runc (floor) |");
+    let mut out = String::from("| metric | unit | trials | floor |");
     for shim in shims {
         let _ = write!(out, " {shim} |");
     }
@@ -218,7 +218,7 @@ pub fn summary(metrics: &[Metric], shims: &[String]) -> String {
         );
         let mut parts = Vec::new();
         if let Some(floor) = metric.floor.as_ref().and_then(Series::median) {
-            parts.push(format!("runc {}", number(floor)));
+            parts.push(format!("floor {}", number(floor)));
         }
         for shim in shims {
             let Some(series) = metric.shims.iter().find(|s| s.shim == *shim) else {

@@ -5,6 +5,10 @@
 //! `-namespace NS -address ADDR -publish-binary BIN -id ID start`, env `GOMAXPROCS=2` and
 //! `TTRPC_ADDRESS`, stdin empty, stdout and stderr one pipe read to EOF. The clock stops
 //! when the daemon answers `Connect`; the shim is then shut down and reaped from /proc.
+//!
+//! The floor is `start-floor` (beside this benchmark) run the same way: one exec of a static
+//! Rust binary that prints an address, which is as far as any shim's `start` can go without
+//! a daemon behind the address.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -22,40 +26,64 @@ use wren_shim_protocol::task_ttrpc::TaskClient;
 use wren_shim_protocol::ttrpc;
 use wren_tests::unique_id;
 
+use super::latency::overhead;
 use super::{fill, millis, Bench, Subject};
-use crate::cli::Shim;
 use crate::report::{Better, Metric};
 use crate::{proc, procfs, sys};
 
 /// How long `start` and the first RPC may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// `<shim> start` to answered `Connect`, interleaved across shims.
+/// `<shim> start` to answered `Connect`, interleaved across shims and the floor.
 pub fn shim_start(bench: &Bench<'_>) -> Result<Vec<Metric>> {
     let dir = bench.containerd.scratch("start")?;
-    let subjects: Vec<Subject<'_>> = bench.shims.iter().map(Subject::Shim).collect();
+    let floor = floor_binary()?;
+    let subjects = bench.subjects();
     let results = bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, _| {
-        let Subject::Shim(shim) = subject else {
-            bail!("no floor for shim start")
-        };
         let id = unique_id("start");
         let bundle = dir.join(&id);
         bench.floor.write_bundle(&bundle, &id, &["sleep", "1"])?;
-        let result = start_once(bench, shim, &bundle, &id);
+        let result = match subject {
+            Subject::Floor => floor_once(bench, &floor, &bundle, &id),
+            Subject::Shim(shim) => start_once(bench, &shim.binary, &bundle, &id),
+        };
         let _ = fs::remove_dir_all(&bundle);
         result
     })?;
     let mut metric = Metric::new(
         "shim_start_ms",
-        "shim start: exec `start` → `Connect` answered",
+        "shim start: exec `start` → `Connect` answered (floor: exec of a static binary to EOF)",
         "ms",
         Better::Lower,
     );
     fill(&mut metric, &subjects, results);
-    Ok(vec![metric])
+    let over = overhead(
+        &metric,
+        "shim_start_overhead_ms",
+        "shim start: overhead over one exec",
+    );
+    Ok(vec![metric, over])
 }
 
-fn start_once(bench: &Bench<'_>, shim: &Shim, bundle: &Path, id: &str) -> Result<f64> {
+/// `start-floor` beside this benchmark (the release build puts both in one directory).
+fn floor_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate wren-bench")?;
+    let path = exe.with_file_name("start-floor");
+    if !path.is_file() {
+        bail!("no start-floor beside {}", exe.display());
+    }
+    Ok(path)
+}
+
+/// `start-floor` run as a shim's `start` is, in ms to the EOF of its output.
+fn floor_once(bench: &Bench<'_>, floor: &Path, bundle: &Path, id: &str) -> Result<f64> {
+    let address = bench.containerd.address();
+    let started = Instant::now();
+    run_start(floor, bundle, id, address, bench.containerd.namespace())?;
+    Ok(millis(started.elapsed()))
+}
+
+fn start_once(bench: &Bench<'_>, shim: &Path, bundle: &Path, id: &str) -> Result<f64> {
     fs::create_dir_all(bundle.join("rootfs")).context("create rootfs dir")?;
     fs::create_dir_all(bundle.join("work")).context("create work dir")?;
     sys::mkfifo(&bundle.join("log"), 0o700).context("mkfifo log")?;
@@ -87,7 +115,7 @@ fn start_once(bench: &Bench<'_>, shim: &Shim, bundle: &Path, id: &str) -> Result
 
 /// Runs `<shim> … start`; returns the socket path it printed and the raw output.
 fn run_start(
-    shim: &Shim,
+    shim: &Path,
     bundle: &Path,
     id: &str,
     address: &Path,
@@ -95,7 +123,7 @@ fn run_start(
 ) -> Result<(PathBuf, String)> {
     let (read_end, write_end) = sys::pipe().context("pipe")?;
     let mut child = {
-        let mut cmd = Command::new(&shim.binary);
+        let mut cmd = Command::new(shim);
         cmd.current_dir(bundle)
             .args(["-namespace", ns, "-address"])
             .arg(address)
@@ -106,7 +134,7 @@ fn run_start(
             .stdout(write_end.try_clone().context("dup pipe")?)
             .stderr(write_end);
         cmd.spawn()
-            .with_context(|| format!("spawn {}", shim.binary.display()))?
+            .with_context(|| format!("spawn {}", shim.display()))?
         // `cmd` drops here with our copies of the write end: EOF comes when the shim's do.
     };
     let (tx, rx) = mpsc::channel();
