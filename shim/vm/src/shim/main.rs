@@ -74,11 +74,25 @@ fn kill_stale_qemu(dir: &Path) {
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let needle = dir.as_os_str().as_encoded_bytes();
-    if cmdline.windows(needle.len()).any(|window| window == needle) {
+    if cmdline.windows(needle.len()).any(|window| window == needle) && !parent_is_a_shim(pid) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
         // Give the kernel a moment to release QEMU's files before the directory goes.
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Whether QEMU's parent is still a wrenvm shim: then the VM is served (a pod's other
+/// tasks) and is not this cleanup's to kill.
+fn parent_is_a_shim(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) state ppid ...`: comm may hold spaces, so split after its closing paren.
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .unwrap_or("0");
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+    let needle = b"containerd-shim-wrenvm-v2";
+    cmdline.windows(needle.len()).any(|window| window == needle)
 }
 
 fn main() -> ExitCode {

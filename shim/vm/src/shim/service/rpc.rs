@@ -128,6 +128,9 @@ impl WrenVm {
             if container.mounted_rootfs {
                 rootfs::unmount_all(&container.bundle.join("rootfs"));
             }
+            // The task is cleanly gone: the `delete` action containerd runs after every
+            // disconnect must find nothing to do (the VM may still serve the pod).
+            let _ = std::fs::remove_file(container.bundle.join(crate::VM_DIR_FILE));
             let mut event = TaskDelete::new();
             event.container_id = id.into();
             event.pid = pid;
