@@ -26,15 +26,24 @@ fn vm_shim(test: &str) -> Option<PathBuf> {
         .status()
         .is_ok_and(|status| status.success());
     if !has_qemu {
-        wren_tests::skip(test, "qemu-system-x86_64 not found (apt-get install qemu-system-x86)");
+        wren_tests::skip(
+            test,
+            "qemu-system-x86_64 not found (apt-get install qemu-system-x86)",
+        );
         return None;
     }
     // Finds the kernel and its modules and builds the cached initramfs: the VM's own probe.
-    let probe = Command::new(&shim).arg("__initramfs").output().expect("run the shim");
+    let probe = Command::new(&shim)
+        .arg("__initramfs")
+        .output()
+        .expect("run the shim");
     if !probe.status.success() {
         let why = String::from_utf8_lossy(&probe.stderr).into_owned();
         if why.contains("no kernel") {
-            wren_tests::skip(test, "no kernel with modules in /boot (apt-get install linux-image-amd64)");
+            wren_tests::skip(
+                test,
+                "no kernel with modules in /boot (apt-get install linux-image-amd64)",
+            );
             return None;
         }
         panic!("the initramfs probe failed: {}", output_text(&probe));
@@ -46,7 +55,11 @@ fn vm_shim(test: &str) -> Option<PathBuf> {
 fn qemus(cd: &Containerd) -> Vec<i32> {
     cd.shim_processes()
         .into_iter()
-        .filter(|p| p.argv.first().is_some_and(|arg0| arg0.contains("qemu-system")))
+        .filter(|p| {
+            p.argv
+                .first()
+                .is_some_and(|arg0| arg0.contains("qemu-system"))
+        })
         .map(|p| p.pid)
         .collect()
 }
@@ -96,7 +109,12 @@ fn containers_run_in_a_microvm_under_containerd() {
     // Attached run: output, stderr and the exit status cross the VM boundary.
     let id = cd.new_id("vm-run");
     let started = Instant::now();
-    let output = ctr_run(&cd, &["--rm"], &id, &["sh", "-c", "echo hi; echo oops >&2; exit 3"]);
+    let output = ctr_run(
+        &cd,
+        &["--rm"],
+        &id,
+        &["sh", "-c", "echo hi; echo oops >&2; exit 3"],
+    );
     eprintln!("ctr run --rm in a microVM: {:?}", started.elapsed());
     assert_eq!(
         output.status.code(),
@@ -115,39 +133,38 @@ fn containers_run_in_a_microvm_under_containerd() {
     let group = format!("io.containerd.runc.v2.group={pod}");
     let (first, second) = (cd.new_id("vm-a"), cd.new_id("vm-b"));
     for id in [&first, &second] {
-        let output = ctr_run(&cd, &["-d", "--null-io", "--annotation", &group], id, &["sleep", "1000"]);
+        let output = ctr_run(
+            &cd,
+            &["-d", "--null-io", "--annotation", &group],
+            id,
+            &["sleep", "1000"],
+        );
         cd.expect_success(&output, "ctr run -d");
         cd.wait_for_status(id, "RUNNING");
     }
     assert_eq!(vm_shims(&cd).len(), 1, "one shim for the pod");
     assert_eq!(qemus(&cd).len(), 1, "one VM for the pod");
 
-    // Exec: output and exit status.
-    let exec = cd.ctr(&["tasks", "exec", "--exec-id", "probe", &first, "sh", "-c", "echo in-vm; exit 5"]);
-    assert_eq!(exec.status.code(), Some(5), "{}", output_text(&exec));
-    assert_eq!(String::from_utf8_lossy(&exec.stdout), "in-vm\n");
-
-    // Pids are guest pids, listed from the container's guest cgroup.
-    let ps = cd.ctr_ok(&["tasks", "ps", &first]);
-    assert!(ps.lines().count() >= 2, "ctr task ps: {ps}");
-
-    // Stats: the guest cgroup's real numbers.
-    let metrics = cd.ctr_ok(&["tasks", "metrics", "--format", "json", &first]);
-    let metrics: serde_json::Value = serde_json::from_str(&metrics).expect("metrics json");
-    let usage = metrics["memory"]["usage"].as_u64().unwrap_or(0);
-    let pids = metrics["pids"]["current"].as_u64().unwrap_or(0);
-    let cpu = metrics["cpu"]["usage_usec"].as_u64().unwrap_or(0);
-    assert!(usage > 0 && pids >= 1 && cpu > 0, "metrics: {metrics:#}");
+    exec_pids_and_stats(&cd, &first);
 
     // SIGKILL: 137, each container on its own; the VM outlives the first one.
     for id in [&first, &second] {
         cd.ctr_ok(&["tasks", "kill", "--signal", "SIGKILL", id]);
-        assert_eq!(events.wait_exit_status(id), 137, "events:\n{}", events.raw());
+        assert_eq!(
+            events.wait_exit_status(id),
+            137,
+            "events:\n{}",
+            events.raw()
+        );
         cd.wait_for_status(id, "STOPPED");
         cd.ctr_ok(&["tasks", "rm", id]);
         cd.ctr_ok(&["containers", "rm", id]);
         if id == &first {
-            assert_eq!(qemus(&cd).len(), 1, "the VM serves the second container still");
+            assert_eq!(
+                qemus(&cd).len(),
+                1,
+                "the VM serves the second container still"
+            );
         }
     }
     // The last Delete stopped the VM; containerd's Shutdown then ends the shim.
@@ -156,6 +173,35 @@ fn containers_run_in_a_microvm_under_containerd() {
     cd.assert_no_leaks();
     // containerd's shims use the default run dir; in this test binary only this test does.
     assert_no_vm_dirs(Path::new("/run/wrenvm"));
+}
+
+/// Exec (output and status), Pids and Stats of running task `id`.
+fn exec_pids_and_stats(cd: &Containerd, id: &str) {
+    // Exec: output and exit status.
+    let exec = cd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "probe",
+        id,
+        "sh",
+        "-c",
+        "echo in-vm; exit 5",
+    ]);
+    assert_eq!(exec.status.code(), Some(5), "{}", output_text(&exec));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "in-vm\n");
+
+    // Pids are guest pids, listed from the container's guest cgroup.
+    let ps = cd.ctr_ok(&["tasks", "ps", id]);
+    assert!(ps.lines().count() >= 2, "ctr task ps: {ps}");
+
+    // Stats: the guest cgroup's real numbers.
+    let metrics = cd.ctr_ok(&["tasks", "metrics", "--format", "json", id]);
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).expect("metrics json");
+    let usage = metrics["memory"]["usage"].as_u64().unwrap_or(0);
+    let pids = metrics["pids"]["current"].as_u64().unwrap_or(0);
+    let cpu = metrics["cpu"]["usage_usec"].as_u64().unwrap_or(0);
+    assert!(usage > 0 && pids >= 1 && cpu > 0, "metrics: {metrics:#}");
 }
 
 /// `wrenctl run --rm` of the VM shim: output and exit status, and nothing left after.
@@ -179,7 +225,12 @@ fn wrenctl_runs_a_microvm_container() {
         .arg(&shim)
         .arg("--rootfs")
         .arg(&rootfs)
-        .args(["--", "/bin/sh", "-c", "echo from-vm; cat /proc/1/comm; exit 4"])
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo from-vm; cat /proc/1/comm; exit 4",
+        ])
         .stdin(Stdio::null());
     let output = run_with_deadline(&mut command, CTR_DEADLINE);
     assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));

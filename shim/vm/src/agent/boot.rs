@@ -56,19 +56,17 @@ pub fn boot() -> Result<File, BootError> {
     mount_fs("tmpfs", "tmpfs", "/run", "mode=0755")?;
     mount_fs("cgroup2", "cgroup2", "/sys/fs/cgroup", "")?;
     // Let each container's cgroup account cpu, memory and pids (Stats reads them).
-    let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu +memory +pids");
+    let _ = std::fs::write(
+        "/sys/fs/cgroup/cgroup.subtree_control",
+        "+cpu +memory +pids",
+    );
     modules::load_all(Path::new("/lib/modules"))?;
     let port = open_port()?;
     mount_share()?;
     Ok(port)
 }
 
-fn mount_fs(
-    what: &'static str,
-    fstype: &str,
-    target: &str,
-    data: &str,
-) -> Result<(), BootError> {
+fn mount_fs(what: &'static str, fstype: &str, target: &str, data: &str) -> Result<(), BootError> {
     std::fs::create_dir_all(target).map_err(|source| BootError::Mkdir {
         path: target.into(),
         source,

@@ -96,7 +96,11 @@ fn not_found(container: &str, exec: &str) -> Failure {
     )
 }
 
-fn process<'a>(table: &'a mut Table, container: &str, exec: &str) -> Result<&'a mut Process, Failure> {
+fn process<'a>(
+    table: &'a mut Table,
+    container: &str,
+    exec: &str,
+) -> Result<&'a mut Process, Failure> {
     table
         .containers
         .get_mut(container)
@@ -130,7 +134,9 @@ impl Agent {
                 }
             };
             let mut table = lock(self);
-            let Some((container, exec)) = table.pids.remove(&u32::try_from(pid.as_raw()).unwrap_or(0)) else {
+            let Some((container, exec)) =
+                table.pids.remove(&u32::try_from(pid.as_raw()).unwrap_or(0))
+            else {
                 continue; // an orphan reparented to pid 1
             };
             if let Ok(process) = process(&mut table, &container, &exec) {
@@ -141,16 +147,24 @@ impl Agent {
         }
     }
 
-    pub fn create_container(&self, id: &str, hostname: &str, spec: ProcessSpec) -> Result<(), Failure> {
+    pub fn create_container(
+        &self,
+        id: &str,
+        hostname: &str,
+        spec: ProcessSpec,
+    ) -> Result<(), Failure> {
         check_id(id)?;
         let mut table = lock(self);
         if table.containers.contains_key(id) {
-            return Err(Failure::new(Code::ALREADY_EXISTS, format!("container {id} exists")));
+            return Err(Failure::new(
+                Code::ALREADY_EXISTS,
+                format!("container {id} exists"),
+            ));
         }
         let layout = Layout::of(id);
-        layout
-            .set_up()
-            .map_err(|error| Failure::new(Code::FAILED_PRECONDITION, format!("set up {id}: {error}")))?;
+        layout.set_up().map_err(|error| {
+            Failure::new(Code::FAILED_PRECONDITION, format!("set up {id}: {error}"))
+        })?;
         let mut processes = HashMap::new();
         processes.insert(String::new(), Process::new(spec));
         table.containers.insert(
@@ -172,7 +186,10 @@ impl Agent {
             .get_mut(container)
             .ok_or_else(|| not_found(container, ""))?;
         if entry.processes.contains_key(exec) {
-            return Err(Failure::new(Code::ALREADY_EXISTS, format!("exec {exec} exists")));
+            return Err(Failure::new(
+                Code::ALREADY_EXISTS,
+                format!("exec {exec} exists"),
+            ));
         }
         entry.processes.insert(exec.to_owned(), Process::new(spec));
         Ok(())
@@ -221,7 +238,13 @@ impl Agent {
         }
     }
 
-    pub fn signal(&self, container: &str, exec: &str, signal: u32, all: bool) -> Result<(), Failure> {
+    pub fn signal(
+        &self,
+        container: &str,
+        exec: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), Failure> {
         let signal = i32::try_from(signal)
             .ok()
             .and_then(|number| Signal::try_from(number).ok())
@@ -242,19 +265,36 @@ impl Agent {
             }
         };
         for pid in targets {
-            let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)), signal);
+            let _ = kill(
+                Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                signal,
+            );
         }
         Ok(())
     }
 
-    fn pipe(&self, container: &str, exec: &str, pick: impl Fn(&Process) -> &Pipe) -> Result<Pipe, Failure> {
+    fn pipe(
+        &self,
+        container: &str,
+        exec: &str,
+        pick: impl Fn(&Process) -> &Pipe,
+    ) -> Result<Pipe, Failure> {
         let mut table = lock(self);
         Ok(Arc::clone(pick(process(&mut table, container, exec)?)))
     }
 
     /// Up to 64 KiB of output; empty at end of file (the stream is then closed).
-    pub fn read_output(&self, container: &str, exec: &str, stderr: bool) -> Result<Vec<u8>, Failure> {
-        let pipe = self.pipe(container, exec, |p| if stderr { &p.stderr } else { &p.stdout })?;
+    pub fn read_output(
+        &self,
+        container: &str,
+        exec: &str,
+        stderr: bool,
+    ) -> Result<Vec<u8>, Failure> {
+        let pipe = self.pipe(
+            container,
+            exec,
+            |p| if stderr { &p.stderr } else { &p.stdout },
+        )?;
         // Held across the blocking read: one reader per stream is the protocol.
         let mut guard = lock_pipe(&pipe);
         let Some(file) = guard.as_mut() else {
@@ -303,7 +343,10 @@ impl Agent {
         Ok(entry.layout.pids())
     }
 
-    pub fn stats(&self, container: &str) -> Result<wren_shim_protocol::cgroups_v2::Metrics, Failure> {
+    pub fn stats(
+        &self,
+        container: &str,
+    ) -> Result<wren_shim_protocol::cgroups_v2::Metrics, Failure> {
         let table = lock(self);
         let entry = table
             .containers

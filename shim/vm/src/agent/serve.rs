@@ -134,7 +134,8 @@ fn answer(agent: &Agent, body: &[u8]) -> (Response, bool) {
 }
 
 fn decode<M: Message>(payload: &[u8]) -> Result<M, Failure> {
-    M::parse_from_bytes(payload).map_err(|error| Failure::new(Code::INVALID_ARGUMENT, error.to_string()))
+    M::parse_from_bytes(payload)
+        .map_err(|error| Failure::new(Code::INVALID_ARGUMENT, error.to_string()))
 }
 
 fn encode(message: &impl Message) -> Result<Vec<u8>, Failure> {

@@ -7,7 +7,7 @@
 //! | `WRENVM_KERNEL` | the newest `/boot/vmlinuz-*` with modules, not `*cloud*` |
 //! | `WRENVM_QEMU` | `qemu-system-x86_64` on `PATH` |
 //! | `WRENVM_ACCEL` | `tcg` (KVM hangs at boot under nested virtualisation; `kvm` asks for it) |
-//! | `WRENVM_MEMORY_MB` | 256 |
+//! | `WRENVM_MEMORY_MB` | 128 |
 //! | `WRENVM_AGENT` | `wrenvm-agent` next to the shim binary |
 //! | `WRENVM_RUN_DIR` | `/run/wrenvm` (one 0700 directory per VM) |
 //! | `WRENVM_CACHE_DIR` | `/var/cache/wrenvm` (the built initramfs images) |
@@ -21,7 +21,9 @@ pub enum ConfigError {
     #[error("no kernel: set WRENVM_KERNEL or install linux-image-amd64 (a /boot/vmlinuz-* with /lib/modules/<version>)")]
     NoKernel,
     /// No agent.
-    #[error("the guest agent {0} is missing: build wren-shim-vm's wrenvm-agent, or set WRENVM_AGENT")]
+    #[error(
+        "the guest agent {0} is missing: build wren-shim-vm's wrenvm-agent, or set WRENVM_AGENT"
+    )]
     NoAgent(PathBuf),
     /// A bad number.
     #[error("WRENVM_MEMORY_MB={0:?} is not a number of MiB between 64 and 65536")]
@@ -71,7 +73,7 @@ impl Config {
         if !agent.is_file() {
             return Err(ConfigError::NoAgent(agent));
         }
-        let memory = std::env::var("WRENVM_MEMORY_MB").unwrap_or_else(|_| "256".into());
+        let memory = std::env::var("WRENVM_MEMORY_MB").unwrap_or_else(|_| "128".into());
         let memory_mb = memory
             .parse()
             .ok()
@@ -85,8 +87,7 @@ impl Config {
             memory_mb,
             agent,
             run_dir: env_path("WRENVM_RUN_DIR").unwrap_or_else(|| "/run/wrenvm".into()),
-            cache_dir: env_path("WRENVM_CACHE_DIR")
-                .unwrap_or_else(|| "/var/cache/wrenvm".into()),
+            cache_dir: env_path("WRENVM_CACHE_DIR").unwrap_or_else(|| "/var/cache/wrenvm".into()),
         })
     }
 }
@@ -105,7 +106,10 @@ pub fn pick_kernel() -> Option<PathBuf> {
         })
         .filter(|path| {
             release_of(path).is_some_and(|release| {
-                Path::new("/lib/modules").join(release).join("modules.dep").is_file()
+                Path::new("/lib/modules")
+                    .join(release)
+                    .join("modules.dep")
+                    .is_file()
             })
         })
         .map(|path| (version_key(&path), path))

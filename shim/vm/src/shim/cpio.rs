@@ -51,14 +51,24 @@ impl<W: Write> Writer<W> {
         Ok(self.out)
     }
 
-    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name} is over 4 GiB")))?;
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> io::Result<()> {
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{name} is over 4 GiB"))
+        })?;
         let name_size = u32::try_from(name.len() + 1)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name too long"))?;
         let inode = self.next_inode;
         self.next_inode += 1;
-        let fields = [inode, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name_size, 0];
+        let fields = [
+            inode, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name_size, 0,
+        ];
         let mut header = String::with_capacity(110);
         header.push_str("070701");
         for field in fields {

@@ -79,10 +79,13 @@ impl VmShimError {
             Self::NotFound { .. } | Self::AlreadyFinished => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::WrongState { .. } => Code::FailedPrecondition,
-            Self::Id(_) | Self::Spec(crate::spec::SpecError::Parse(_) | crate::spec::SpecError::NoProcess) => {
+            Self::Id(_)
+            | Self::Spec(crate::spec::SpecError::Parse(_) | crate::spec::SpecError::NoProcess) => {
                 Code::InvalidArgument
             }
-            Self::Spec(crate::spec::SpecError::Terminal) | Self::Unsupported(_) => Code::Unimplemented,
+            Self::Spec(crate::spec::SpecError::Terminal) | Self::Unsupported(_) => {
+                Code::Unimplemented
+            }
             // The agent's own code (NotFound for a finished process...) carries over.
             Self::Agent {
                 source: ttrpc::Error::RpcStatus(status),

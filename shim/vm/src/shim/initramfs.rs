@@ -11,10 +11,10 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io::Read;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::io::Read;
 use std::process::{Command, Stdio};
 
 use wren_shim::Monitor;
@@ -81,10 +81,17 @@ pub fn ensure(config: &Config, monitor: Option<&Monitor>) -> Result<PathBuf, Ini
 }
 
 /// Identifies an image by what goes in it: the files' paths, sizes and mtimes.
-fn cache_key(config: &Config, modules: &[PathBuf], libraries: &[PathBuf]) -> Result<String, InitramfsError> {
+fn cache_key(
+    config: &Config,
+    modules: &[PathBuf],
+    libraries: &[PathBuf],
+) -> Result<String, InitramfsError> {
     let mut hash = Sha256::new();
     hash.update(config.release.as_bytes());
-    for path in std::iter::once(&config.agent).chain(modules).chain(libraries) {
+    for path in std::iter::once(&config.agent)
+        .chain(modules)
+        .chain(libraries)
+    {
         let meta = std::fs::metadata(path).map_err(io_error("stat", path))?;
         hash.update(path.as_os_str().as_encoded_bytes());
         hash.update(meta.len().to_le_bytes());
@@ -92,7 +99,10 @@ fn cache_key(config: &Config, modules: &[PathBuf], libraries: &[PathBuf]) -> Res
         hash.update(meta.mtime_nsec().to_le_bytes());
     }
     let digest = hash.finalize();
-    Ok(digest[..8].iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
 }
 
 fn write_image(
@@ -133,7 +143,11 @@ fn write_image(
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            archive.file(&format!("lib/modules/{name}"), 0o644, &std::fs::read(module)?)?;
+            archive.file(
+                &format!("lib/modules/{name}"),
+                0o644,
+                &std::fs::read(module)?,
+            )?;
             order.push_str(&name);
             order.push('\n');
         }
@@ -175,11 +189,17 @@ fn module_files(dir: &Path) -> Result<Vec<PathBuf>, InitramfsError> {
             }
         }
     }
-    Ok(ordered.into_iter().map(|relative| dir.join(relative)).collect())
+    Ok(ordered
+        .into_iter()
+        .map(|relative| dir.join(relative))
+        .collect())
 }
 
 /// The agent's shared libraries and loader, as `ldd` resolves them (none for a static one).
-fn shared_libraries(agent: &Path, monitor: Option<&Monitor>) -> Result<Vec<PathBuf>, InitramfsError> {
+fn shared_libraries(
+    agent: &Path,
+    monitor: Option<&Monitor>,
+) -> Result<Vec<PathBuf>, InitramfsError> {
     let mut command = Command::new("ldd");
     command
         .arg(agent)
@@ -188,13 +208,14 @@ fn shared_libraries(agent: &Path, monitor: Option<&Monitor>) -> Result<Vec<PathB
         .stderr(Stdio::piped());
     let (success, stdout, stderr) = match monitor {
         Some(monitor) => {
-            let (mut child, waiter) = monitor
-                .spawn(&mut command)
-                .map_err(|error| InitramfsError::Io {
-                    what: "run ldd on",
-                    path: agent.to_owned(),
-                    source: std::io::Error::other(error),
-                })?;
+            let (mut child, waiter) =
+                monitor
+                    .spawn(&mut command)
+                    .map_err(|error| InitramfsError::Io {
+                        what: "run ldd on",
+                        path: agent.to_owned(),
+                        source: std::io::Error::other(error),
+                    })?;
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
             // ldd's output is small: reading one pipe to its end before the other is safe.
             if let Some(mut pipe) = child.stdout.take() {

@@ -60,7 +60,10 @@ impl Runtime for WrenVm {
 /// A VM directory name, unique per daemon and short enough for a socket path.
 fn vm_key(namespace: &str, id: &str) -> String {
     let digest = Sha256::digest(format!("{namespace}/{id}/{}", std::process::id()).as_bytes());
-    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn kill_stale_qemu(dir: &Path) {
@@ -75,7 +78,10 @@ fn kill_stale_qemu(dir: &Path) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let needle = dir.as_os_str().as_encoded_bytes();
     if cmdline.windows(needle.len()).any(|window| window == needle) && !parent_is_a_shim(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         // Give the kernel a moment to release QEMU's files before the directory goes.
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -96,7 +102,10 @@ fn parent_is_a_shim(pid: u32) -> bool {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|arg| arg == INITRAMFS_MODE) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == INITRAMFS_MODE)
+    {
         return print_initramfs();
     }
     wren_shim::run::<WrenVm>()

@@ -229,11 +229,7 @@ fn watch_exit(
     let status = match agent.wait_process(ttrpc::context::Context::default(), process) {
         Ok(response) => response.exit_status,
         Err(error) => {
-            log::warn!(
-                "lost {}/{}: {error}",
-                process.container_id,
-                process.exec_id
-            );
+            log::warn!("lost {}/{}: {error}", process.container_id, process.exec_id);
             255
         }
     };
@@ -279,10 +275,12 @@ fn find<'a>(
     id: &str,
     exec_id: &str,
 ) -> Result<&'a mut Process, VmShimError> {
-    let container = containers.get_mut(id).ok_or_else(|| VmShimError::NotFound {
-        what: "task",
-        id: id.into(),
-    })?;
+    let container = containers
+        .get_mut(id)
+        .ok_or_else(|| VmShimError::NotFound {
+            what: "task",
+            id: id.into(),
+        })?;
     container
         .processes
         .get_mut(exec_id)

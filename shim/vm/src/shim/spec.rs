@@ -84,7 +84,10 @@ pub fn container(bundle: &Path, stdin: bool) -> Result<Container, SpecError> {
     let text = std::fs::read(&path).map_err(|source| SpecError::Read { path, source })?;
     let spec: Spec = serde_json::from_slice(&text)?;
     let process = spec.process.ok_or(SpecError::NoProcess)?;
-    let rootfs = bundle.join(spec.root.map_or_else(|| PathBuf::from("rootfs"), |root| root.path));
+    let rootfs = bundle.join(
+        spec.root
+            .map_or_else(|| PathBuf::from("rootfs"), |root| root.path),
+    );
     Ok(Container {
         rootfs,
         hostname: spec.hostname,

@@ -40,11 +40,30 @@ impl Pumps {
     }
 }
 
-/// An output FIFO opened read-write, as containerd's shims do: the open never blocks and
-/// writes never fail for want of a reader.
+/// An output destination: a FIFO path, opened read-write as containerd's shims do (the
+/// open never blocks and writes never fail for want of a reader), or a `file://` URI
+/// (`wrenctl run -d`, `ctr run --log-uri file://...`), appended to. `binary://` loggers
+/// are not supported.
 pub fn open_output(path: &str) -> std::io::Result<Option<File>> {
     if path.is_empty() {
         return Ok(None);
+    }
+    if let Some(file) = path.strip_prefix("file://") {
+        if let Some(parent) = std::path::Path::new(file).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        return File::options()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(file)
+            .map(Some);
+    }
+    if path.contains("://") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "only FIFOs and file:// URIs are supported",
+        ));
     }
     File::options().read(true).write(true).open(path).map(Some)
 }

@@ -70,16 +70,16 @@ pub enum VmError {
         source: wren_shim::SpawnError,
     },
     /// QEMU exited while booting.
-    #[error("QEMU exited with status {status} while booting; see {log}")]
+    #[error("QEMU exited with status {status} while booting: {log}")]
     Exited {
         /// Its status.
         status: i32,
-        /// Its log.
-        log: PathBuf,
+        /// The end of its logs.
+        log: String,
     },
     /// The guest did not answer in time.
-    #[error("the guest agent did not answer within {0:?} (console: {1})")]
-    Timeout(Duration, PathBuf),
+    #[error("the guest agent did not answer within {0:?}; the console's last lines: {1}")]
+    Timeout(Duration, String),
     /// The agent connection failed.
     #[error("agent connection: {0}")]
     Agent(#[source] ttrpc::Error),
@@ -124,10 +124,12 @@ impl Vm {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(io_error("chmod", &socket))?;
         let mut command = qemu_command(config, &dir, &share, &socket, &image)?;
-        let (child, waiter) = monitor.spawn(&mut command).map_err(|source| VmError::Spawn {
-            qemu: config.qemu.clone(),
-            source,
-        })?;
+        let (child, waiter) = monitor
+            .spawn(&mut command)
+            .map_err(|source| VmError::Spawn {
+                qemu: config.qemu.clone(),
+                source,
+            })?;
         drop(command);
         let pid = child.id();
         drop(child);
@@ -148,16 +150,22 @@ impl Vm {
         let timeout = i64::try_from(BOOT_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
         match agent.ping(ttrpc::context::with_timeout(timeout), &Empty::new()) {
             Ok(_) => {}
-            Err(ttrpc::Error::Others(_) | ttrpc::Error::LocalClosed) if waiter.try_wait().is_some() => {
+            Err(ttrpc::Error::Others(_) | ttrpc::Error::LocalClosed)
+                if waiter.try_wait().is_some() =>
+            {
                 return Err(exited(&waiter, &dir));
             }
             Err(error) if started.elapsed() >= BOOT_TIMEOUT => {
                 log::warn!("boot ping: {error}");
-                return Err(VmError::Timeout(BOOT_TIMEOUT, dir.join("console.log")));
+                return Err(VmError::Timeout(BOOT_TIMEOUT, console_tail(&dir)));
             }
             Err(error) => return Err(VmError::Agent(error)),
         }
-        log::info!("VM {} (QEMU pid {pid}) up in {:?}", dir.display(), started.elapsed());
+        log::info!(
+            "VM {} (QEMU pid {pid}) up in {:?}",
+            dir.display(),
+            started.elapsed()
+        );
         vm_guard.dir = None;
         drop(vm_guard);
         Ok(Self {
@@ -172,11 +180,6 @@ impl Vm {
     /// The agent's client.
     pub fn agent(&self) -> &Arc<AgentClient> {
         &self.agent
-    }
-
-    /// QEMU's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// The VM's directory.
@@ -232,11 +235,6 @@ impl Vm {
         }
         remove_dir(&self.dir);
     }
-
-    /// Whether QEMU has exited.
-    pub fn has_exited(&self) -> bool {
-        self.waiter.try_wait().is_some()
-    }
 }
 
 /// Kills QEMU and removes the directory if boot fails half-way.
@@ -265,10 +263,25 @@ fn kill(pid: u32) {
     }
 }
 
+/// The end of the guest console and QEMU's log: the directory goes with a failed boot.
+fn console_tail(dir: &Path) -> String {
+    let mut text = String::new();
+    for name in ["console.log", "qemu.log"] {
+        let log = std::fs::read(dir.join(name)).unwrap_or_default();
+        let tail = &log[log.len().saturating_sub(600)..];
+        text.push_str(&format!(
+            "[{name}] {}",
+            String::from_utf8_lossy(tail).trim()
+        ));
+        text.push(' ');
+    }
+    text
+}
+
 fn exited(waiter: &ExitWaiter, dir: &Path) -> VmError {
     VmError::Exited {
         status: waiter.try_wait().map_or(-1, |exit| exit.status),
-        log: dir.join("qemu.log"),
+        log: console_tail(dir),
     }
 }
 
@@ -320,7 +333,13 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-fn qemu_command(config: &Config, dir: &Path, share: &Path, socket: &Path, image: &Path) -> Result<Command, VmError> {
+fn qemu_command(
+    config: &Config,
+    dir: &Path,
+    share: &Path,
+    socket: &Path,
+    image: &Path,
+) -> Result<Command, VmError> {
     let log_path = dir.join("qemu.log");
     let log = File::create(&log_path).map_err(io_error("create", &log_path))?;
     let log_err = log.try_clone().map_err(io_error("dup", &log_path))?;
@@ -330,13 +349,18 @@ fn qemu_command(config: &Config, dir: &Path, share: &Path, socket: &Path, image:
     let mut command = Command::new(&config.qemu);
     command
         .args(["-M", "microvm,pcie=on,acpi=on"])
-        .args(["-accel", if config.kvm { "kvm" } else { "tcg" }])
+        // TCG's translation cache defaults to 1 GiB of address space, touched as it fills:
+        // 32 MiB is plenty for a guest that runs a few small processes.
+        .args(["-accel", if config.kvm { "kvm" } else { "tcg,tb-size=32" }])
         .args(["-m", &format!("{}M", config.memory_mb)])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
         .args(["-kernel", &path(&config.kernel), "-initrd", &path(image)])
         // panic=-1 + -no-reboot: a guest panic ends QEMU instead of hanging it.
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .args(["-serial", &format!("file:{}", path(&dir.join("console.log")))])
+        .args([
+            "-serial",
+            &format!("file:{}", path(&dir.join("console.log"))),
+        ])
         .args([
             "-fsdev",
             &format!(
@@ -347,7 +371,10 @@ fn qemu_command(config: &Config, dir: &Path, share: &Path, socket: &Path, image:
             "virtio-9p-pci,fsdev=share,mount_tag=wrenvm",
         ])
         .args(["-device", "virtio-serial-pci,id=serial"])
-        .args(["-chardev", &format!("socket,id=agent,path={}", path(socket))])
+        .args([
+            "-chardev",
+            &format!("socket,id=agent,path={}", path(socket)),
+        ])
         .args([
             "-device",
             "virtserialport,bus=serial.0,chardev=agent,name=wren.agent",
@@ -384,7 +411,7 @@ fn accept(
             return Err(exited(waiter, dir));
         }
         if Instant::now() > deadline {
-            return Err(VmError::Timeout(CONNECT_TIMEOUT, dir.join("qemu.log")));
+            return Err(VmError::Timeout(CONNECT_TIMEOUT, console_tail(dir)));
         }
         std::thread::sleep(Duration::from_millis(5));
     }

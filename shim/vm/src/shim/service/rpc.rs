@@ -36,7 +36,8 @@ impl WrenVm {
         let container = spec::container(&bundle, !request.stdin.is_empty())?;
         let mounted_rootfs = !request.rootfs.is_empty();
         if mounted_rootfs {
-            rootfs::mount_all(&request.rootfs, &bundle.join("rootfs")).map_err(VmShimError::Mount)?;
+            rootfs::mount_all(&request.rootfs, &bundle.join("rootfs"))
+                .map_err(VmShimError::Mount)?;
         }
         let result = self.create_in_guest(id, &bundle, &container);
         if let Err(error) = result {
@@ -72,11 +73,19 @@ impl WrenVm {
     }
 
     /// Boots the VM if needed, shares the rootfs and has the agent prepare the container.
-    fn create_in_guest(&self, id: &str, bundle: &std::path::Path, container: &spec::Container) -> Result<(), VmShimError> {
+    fn create_in_guest(
+        &self,
+        id: &str,
+        bundle: &std::path::Path,
+        container: &spec::Container,
+    ) -> Result<(), VmShimError> {
         let vm = self.vm()?;
         vm.share_rootfs(id, &container.rootfs)?;
         // For the `delete` action, should this daemon die with the VM still up.
-        let _ = std::fs::write(bundle.join(crate::VM_DIR_FILE), vm.dir().as_os_str().as_encoded_bytes());
+        let _ = std::fs::write(
+            bundle.join(crate::VM_DIR_FILE),
+            vm.dir().as_os_str().as_encoded_bytes(),
+        );
         let mut request = CreateContainerRequest::new();
         request.container_id = id.into();
         request.hostname.clone_from(&container.hostname);
@@ -114,9 +123,10 @@ impl WrenVm {
         let last = containers.is_empty();
         drop(containers);
         if let Some(vm) = self.running_vm() {
-            let _ = vm
-                .agent()
-                .remove_process(ttrpc::context::Context::default(), &process_ref(id, exec_id));
+            let _ = vm.agent().remove_process(
+                ttrpc::context::Context::default(),
+                &process_ref(id, exec_id),
+            );
             if exec_id.is_empty() {
                 vm.unshare_rootfs(id);
             }
@@ -180,14 +190,20 @@ impl WrenVm {
         if request.terminal {
             return Err(VmShimError::Unsupported("a terminal"));
         }
-        let spec_json = request.spec.as_ref().map(|any| any.value.clone()).unwrap_or_default();
+        let spec_json = request
+            .spec
+            .as_ref()
+            .map(|any| any.value.clone())
+            .unwrap_or_default();
         let process_spec = spec::exec_process(&spec_json, !request.stdin.is_empty())?;
         {
             let mut containers = self.containers();
-            let container = containers.get_mut(id).ok_or_else(|| VmShimError::NotFound {
-                what: "task",
-                id: id.into(),
-            })?;
+            let container = containers
+                .get_mut(id)
+                .ok_or_else(|| VmShimError::NotFound {
+                    what: "task",
+                    id: id.into(),
+                })?;
             if container.processes.contains_key(exec_id) {
                 return Err(VmShimError::AlreadyExists {
                     what: "exec",
@@ -204,10 +220,12 @@ impl WrenVm {
             .add_exec(ttrpc::context::Context::default(), &add)
             .map_err(VmShimError::agent("AddExec"))?;
         let mut containers = self.containers();
-        let container = containers.get_mut(id).ok_or_else(|| VmShimError::NotFound {
-            what: "task",
-            id: id.into(),
-        })?;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| VmShimError::NotFound {
+                what: "task",
+                id: id.into(),
+            })?;
         container.processes.insert(
             exec_id.into(),
             Process {
@@ -264,8 +282,9 @@ impl WrenVm {
             .stats(ttrpc::context::Context::default(), &container)
             .map_err(VmShimError::agent("Stats"))?;
         let mut response = StatsResponse::new();
-        response.stats =
-            MessageField::some(wren_shim_protocol::any::pack(&metrics).map_err(VmShimError::Encode)?);
+        response.stats = MessageField::some(
+            wren_shim_protocol::any::pack(&metrics).map_err(VmShimError::Encode)?,
+        );
         Ok(response)
     }
 
@@ -336,7 +355,11 @@ impl TaskService for WrenVm {
         self.stop_vm();
     }
 
-    fn create(&self, _ctx: &RequestContext, request: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+    fn create(
+        &self,
+        _ctx: &RequestContext,
+        request: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
         self.create_task(&request)?;
         // No process runs before Start: there is no pid yet.
         Ok(CreateTaskResponse::new())
@@ -361,7 +384,11 @@ impl TaskService for WrenVm {
         Ok(Empty::new())
     }
 
-    fn delete(&self, _ctx: &RequestContext, request: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    fn delete(
+        &self,
+        _ctx: &RequestContext,
+        request: DeleteRequest,
+    ) -> ttrpc::Result<DeleteResponse> {
         Ok(self.delete_process(&request.id, &request.exec_id)?)
     }
 
