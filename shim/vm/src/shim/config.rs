@@ -7,7 +7,7 @@
 //! | `WRENVM_KERNEL` | the newest `/boot/vmlinuz-*` with modules, not `*cloud*` |
 //! | `WRENVM_QEMU` | `qemu-system-x86_64` on `PATH` |
 //! | `WRENVM_ACCEL` | `tcg` (KVM hangs at boot under nested virtualisation; `kvm` asks for it) |
-//! | `WRENVM_MEMORY_MB` | 128 |
+//! | `WRENVM_MEMORY_MB` | 256 |
 //! | `WRENVM_AGENT` | `wrenvm-agent` next to the shim binary |
 //! | `WRENVM_RUN_DIR` | `/run/wrenvm` (one 0700 directory per VM) |
 //! | `WRENVM_CACHE_DIR` | `/var/cache/wrenvm` (the built initramfs images) |
@@ -73,7 +73,7 @@ impl Config {
         if !agent.is_file() {
             return Err(ConfigError::NoAgent(agent));
         }
-        let memory = std::env::var("WRENVM_MEMORY_MB").unwrap_or_else(|_| "128".into());
+        let memory = std::env::var("WRENVM_MEMORY_MB").unwrap_or_else(|_| "256".into());
         let memory_mb = memory
             .parse()
             .ok()

@@ -349,9 +349,9 @@ fn qemu_command(
     let mut command = Command::new(&config.qemu);
     command
         .args(["-M", "microvm,pcie=on,acpi=on"])
-        // TCG's translation cache defaults to 1 GiB of address space, touched as it fills:
-        // 32 MiB is plenty for a guest that runs a few small processes.
-        .args(["-accel", if config.kvm { "kvm" } else { "tcg,tb-size=32" }])
+        // TCG's translation cache keeps its default size: with `tb-size=32` (and 128 MiB
+        // guests) boots hung before the kernel's first message when two VMs started at once.
+        .args(["-accel", if config.kvm { "kvm" } else { "tcg" }])
         .args(["-m", &format!("{}M", config.memory_mb)])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
         .args(["-kernel", &path(&config.kernel), "-initrd", &path(image)])
