@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # libc6-dev: the static glibc the release build links (scripts/build-release.sh).
-packages=(runc crun containerd criu busybox-static libc6-dev)
+# qemu-system-x86 and linux-image-amd64: the wrenvm example runtime boots microVMs (tests/tests/vm_runtime.rs).
+packages=(runc crun containerd criu busybox-static libc6-dev qemu-system-x86 linux-image-amd64)
 
 missing=()
 for pkg in "${packages[@]}"; do

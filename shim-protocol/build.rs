@@ -23,7 +23,7 @@ const MESSAGE_PROTOS: &[&str] = &[
 ];
 
 /// Proto files that also declare a ttrpc service.
-const SERVICE_PROTOS: &[&str] = &["shim", "events_service"];
+const SERVICE_PROTOS: &[&str] = &["shim", "events_service", "vm_agent"];
 
 fn main() -> std::io::Result<()> {
     let out_dir =

@@ -10,7 +10,8 @@
 //! - [`runc`]: `containerd.runc.v1` options;
 //! - [`runtimeoptions`]: the CRI plugin's `runtimeoptions.v1.Options`;
 //! - [`cgroups_v1`], [`cgroups_v2`]: the cgroup metrics carried by `Stats`;
-//! - [`bootstrap`]: containerd 2.3's `BootstrapParams` / `BootstrapResult`.
+//! - [`bootstrap`]: containerd 2.3's `BootstrapParams` / `BootstrapResult`;
+//! - [`vm_agent`]: wren's own VM guest agent API (messages and ttrpc client/server).
 //!
 //! Hand-written helpers: [`any`], [`topics`], [`timestamp`], [`task_service`], and, shared
 //! by the shims, the manager and the benchmarks, [`identifier`] (containerd's id rule) and
@@ -96,6 +97,13 @@ pub mod cgroups_v1 {
 /// cgroup v2 statistics (`io.containerd.cgroups.v2`).
 pub mod cgroups_v2 {
     pub use crate::generated::cgroups_v2_metrics::*;
+}
+
+/// wren's VM guest agent API (`wren.vm.agent.v1`): messages, `AgentClient` and the `Agent`
+/// service, spoken by `containerd-shim-wrenvm-v2` to its agent over virtio-serial.
+pub mod vm_agent {
+    pub use crate::generated::vm_agent::*;
+    pub use crate::generated::vm_agent_ttrpc::*;
 }
 
 /// containerd 2.3+ start-up handshake (`containerd.runtime.bootstrap.v1`).

@@ -50,6 +50,24 @@ impl Code {
             Code::Unavailable => ttrpc::Code::UNAVAILABLE,
         }
     }
+
+    /// The code a remote peer answered with, for relaying: a runtime whose processes live
+    /// behind another ttrpc service (a VM's guest agent) passes its NotFound, AlreadyExists
+    /// or FailedPrecondition on to containerd, which acts on them. Codes containerd does not
+    /// distinguish become `Unknown`.
+    pub fn from_ttrpc(code: ttrpc::Code) -> Self {
+        match code {
+            ttrpc::Code::CANCELLED => Code::Canceled,
+            ttrpc::Code::INVALID_ARGUMENT => Code::InvalidArgument,
+            ttrpc::Code::DEADLINE_EXCEEDED => Code::DeadlineExceeded,
+            ttrpc::Code::NOT_FOUND => Code::NotFound,
+            ttrpc::Code::ALREADY_EXISTS => Code::AlreadyExists,
+            ttrpc::Code::FAILED_PRECONDITION => Code::FailedPrecondition,
+            ttrpc::Code::UNIMPLEMENTED => Code::Unimplemented,
+            ttrpc::Code::UNAVAILABLE => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
 }
 
 /// A ttrpc error with `code` and `message`.
@@ -84,6 +102,24 @@ pub fn unimplemented(method: &str) -> ttrpc::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_codes_round_trip() {
+        for code in [
+            Code::Canceled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Unavailable,
+        ] {
+            assert_eq!(Code::from_ttrpc(code.to_ttrpc()), code);
+        }
+        assert_eq!(Code::from_ttrpc(ttrpc::Code::DATA_LOSS), Code::Unknown);
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("failed to kill {id}")]
