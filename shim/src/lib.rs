@@ -19,7 +19,8 @@
 //!   and `containerd.task.v3.Task`, with `Connect` and `Shutdown` handled here ([`runtime`]);
 //!   an idle daemon runs one thread, plus what its runtime keeps; work runs on threads that
 //!   end when idle ([`pool`]);
-//! - error codes for runtimes' own errors ([`status`]).
+//! - error codes for runtimes' own errors ([`status`]);
+//! - containerd's rootfs mounts made and undone as containerd's own shim does ([`rootfs`]).
 #![warn(missing_docs)]
 
 pub mod daemon;
@@ -31,6 +32,7 @@ mod memory;
 pub mod pool;
 pub mod publisher;
 pub mod reaper;
+pub mod rootfs;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

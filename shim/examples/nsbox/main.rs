@@ -9,7 +9,6 @@
 //! everything else answers Unimplemented. It is an example, not a sandbox: no cgroups,
 //! capabilities, seccomp, spec mounts beyond `/proc`, or terminal.
 
-mod rootfs;
 mod service;
 mod spec;
 mod supervisor;
@@ -47,7 +46,7 @@ pub enum NsboxError {
     #[error("invalid signal {signal}")]
     Signal { signal: u32 },
     #[error(transparent)]
-    Mount(#[from] rootfs::MountError),
+    Mount(#[from] wren_shim::rootfs::Error),
     #[error("failed to open {path}")]
     OpenStdio {
         path: String,
@@ -105,7 +104,7 @@ impl Runtime for NsBox {
                 let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
             }
         }
-        rootfs::unmount_all(&context.bundle.join("rootfs"));
+        unmount_rootfs(&context.bundle);
         Ok(pid)
     }
 }
@@ -124,4 +123,12 @@ fn main() -> ExitCode {
         return supervisor::run(args.skip(1));
     }
     wren_shim::run::<NsBox>()
+}
+
+/// Undoes the rootfs mounts of Create (if any: `ctr run --rootfs` sends none). Safe to repeat:
+/// Delete and the `delete` action both call it.
+fn unmount_rootfs(bundle: &Path) {
+    if let Err(err) = wren_shim::rootfs::unmount_recursive(&bundle.join("rootfs")) {
+        log::warn!("{err}");
+    }
 }

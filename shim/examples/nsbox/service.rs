@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use protobuf::MessageField;
+use wren_shim::rootfs::{self, RootfsMount};
 use wren_shim::RequestContext;
 use wren_shim::{ExitWaiter, Monitor, Publisher, ShutdownReason, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
@@ -27,7 +28,7 @@ use wren_shim_protocol::task::{
 use wren_shim_protocol::timestamp::to_timestamp;
 use wren_shim_protocol::types::{ProcessInfo, Status};
 
-use crate::{rootfs, spec, supervisor, NsboxError, INIT_PID_FILE};
+use crate::{spec, supervisor, NsboxError, INIT_PID_FILE};
 
 #[derive(Debug, Clone, Copy)]
 enum State {

@@ -12,8 +12,8 @@ use wren_shim::{identifier, CleanupContext};
 use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
 use crate::container::runc_for;
-use crate::mount;
 use crate::options::{self, RuntimeOptions};
+use wren_shim::rootfs;
 
 /// The type URL containerd decodes `RuntimeInfo.features` with.
 const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
@@ -36,7 +36,7 @@ pub enum CleanupError {
     Unmount {
         id: String,
         #[source]
-        source: mount::Error,
+        source: rootfs::Error,
     },
     #[error("failed to read {path}")]
     ReadPidFile {
@@ -69,7 +69,7 @@ pub fn delete_action(context: &CleanupContext) -> Result<u32, CleanupError> {
             log::warn!("failed to remove runc container {id}: {err}");
         }
     }
-    mount::unmount_recursive(&bundle.join("rootfs")).map_err(|source| CleanupError::Unmount {
+    rootfs::unmount_recursive(&bundle.join("rootfs")).map_err(|source| CleanupError::Unmount {
         id: id.clone(),
         source,
     })?;

@@ -21,12 +21,12 @@ use wren_shim_protocol::types::Mount;
 
 use crate::error::Error;
 use crate::exits::ProcRef;
-use crate::mount::{self, RootfsMount};
 use crate::options::RuntimeOptions;
 use crate::process::{ExitRecord, ProcState, Process, Snapshot, StdioPaths};
 use crate::restore;
 use crate::state::{InitState, Op};
 use crate::Shared;
+use wren_shim::rootfs::{self, RootfsMount};
 
 /// How long Create waits for runc to hand over the pty master (runc has already exited by
 /// then, so it is in the socket's queue or never coming).
@@ -86,19 +86,6 @@ pub struct CreateRequest {
     pub checkpoint: String,
     pub parent_checkpoint: String,
     pub options: Option<Any>,
-}
-
-/// Converts the proto mounts.
-pub fn rootfs_mounts(mounts: &[Mount]) -> Vec<RootfsMount> {
-    mounts
-        .iter()
-        .map(|m| RootfsMount {
-            kind: m.type_.clone(),
-            source: m.source.clone(),
-            target: m.target.clone(),
-            options: m.options.clone(),
-        })
-        .collect()
 }
 
 impl Container {
@@ -241,7 +228,7 @@ impl Container {
     fn unmount_rootfs(&self) -> Result<(), Error> {
         match &self.rootfs {
             Rootfs::Mounted(path) => {
-                mount::unmount_recursive(path).map_err(|source| Error::Unmount {
+                rootfs::unmount_recursive(path).map_err(|source| Error::Unmount {
                     id: self.id.clone(),
                     source,
                 })
@@ -340,7 +327,7 @@ fn create_reserved(shared: &Shared, request: &CreateRequest) -> Result<Arc<Conta
         Rootfs::Unmanaged
     } else {
         let path = request.bundle.join("rootfs");
-        mount::mount_all(&request.mounts, &path).map_err(|source| Error::Mount {
+        rootfs::mount_all(&request.mounts, &path).map_err(|source| Error::Mount {
             id: id.clone(),
             source,
         })?;
@@ -353,7 +340,7 @@ fn create_reserved(shared: &Shared, request: &CreateRequest) -> Result<Arc<Conta
     };
     if created.is_err() {
         if let Rootfs::Mounted(path) = &rootfs {
-            if let Err(err) = mount::unmount_recursive(path) {
+            if let Err(err) = rootfs::unmount_recursive(path) {
                 log::warn!("failed to unmount the rootfs of {id} after a failed create: {err}");
             }
         }
@@ -574,22 +561,5 @@ mod tests {
         assert_eq!(policy_of("not json"), ExitPolicy::KillAll);
         let missing = tempfile::tempdir().unwrap();
         assert_eq!(exit_policy(missing.path()), ExitPolicy::KillAll);
-    }
-
-    #[test]
-    fn proto_mounts_convert_field_by_field() {
-        let mut proto = Mount::new();
-        proto.type_ = "overlay".into();
-        proto.source = "overlay".into();
-        proto.target = "sub".into();
-        proto.options = vec!["lowerdir=/l".into()];
-        let converted = rootfs_mounts(&[proto]);
-        let expected = RootfsMount {
-            kind: "overlay".into(),
-            source: "overlay".into(),
-            target: "sub".into(),
-            options: vec!["lowerdir=/l".into()],
-        };
-        assert_eq!(converted, [expected]);
     }
 }

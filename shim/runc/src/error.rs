@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use wren_runc_driver::ErrorKind as RuncErrorKind;
 use wren_shim::identifier::InvalidIdentifier;
+use wren_shim::rootfs;
 use wren_shim::status::{self, Code};
 
+use crate::options;
 use crate::state::{ExecState, Found, InitState, Op, TransitionError};
-use crate::{mount, options};
 
 /// Everything a task RPC can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +61,13 @@ pub enum Error {
     Mount {
         id: String,
         #[source]
-        source: mount::Error,
+        source: rootfs::Error,
     },
     #[error("failed to unmount the rootfs of container {id}")]
     Unmount {
         id: String,
         #[source]
-        source: mount::Error,
+        source: rootfs::Error,
     },
     #[error("failed to set up the stdio of {id}")]
     Io {

@@ -12,7 +12,6 @@ mod container;
 mod error;
 mod exits;
 mod metrics;
-mod mount;
 mod ops;
 mod options;
 mod options_config;

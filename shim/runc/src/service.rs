@@ -7,6 +7,7 @@ use std::sync::Arc;
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
 use wren_shim::identifier;
+use wren_shim::rootfs::RootfsMount;
 use wren_shim::{Reply, RequestContext};
 use wren_shim::{ShutdownReason, TaskService};
 use wren_shim_protocol::task::{
@@ -67,7 +68,7 @@ impl TaskService for RuncRuntime {
         // The id names runc's state directory and travels into runc's argv.
         identifier::validate("container id", &request.id).map_err(Error::from)?;
         let create = CreateRequest {
-            mounts: container::rootfs_mounts(&request.rootfs),
+            mounts: RootfsMount::from_request(&request.rootfs),
             stdio: StdioPaths {
                 stdin: request.stdin,
                 stdout: request.stdout,

@@ -31,7 +31,7 @@ impl TaskService for NsBox {
             }
             unblock_stdin(&task.request.stdin);
             if task.mounted_rootfs {
-                rootfs::unmount_all(&task.bundle.join("rootfs"));
+                crate::unmount_rootfs(&task.bundle);
             }
         }
     }
@@ -56,7 +56,11 @@ impl TaskService for NsBox {
         if tasks.contains_key(&request.id) {
             return Err(NsboxError::AlreadyExists { id: request.id }.into());
         }
-        rootfs::mount_all(&request.rootfs, &bundle.join("rootfs")).map_err(NsboxError::from)?;
+        rootfs::mount_all(
+            &RootfsMount::from_request(&request.rootfs),
+            &bundle.join("rootfs"),
+        )
+        .map_err(NsboxError::from)?;
         let mut event = TaskCreate::new();
         event.container_id.clone_from(&request.id);
         event.bundle.clone_from(&request.bundle);
@@ -146,7 +150,7 @@ impl TaskService for NsBox {
             State::Stopped { pid, status, at } => (pid, status, at),
         };
         if task.mounted_rootfs {
-            rootfs::unmount_all(&task.bundle.join("rootfs"));
+            crate::unmount_rootfs(&task.bundle);
         }
         unblock_stdin(&task.request.stdin);
         let _ = std::fs::remove_file(task.bundle.join(INIT_PID_FILE));

@@ -46,7 +46,7 @@ pub enum VmShimError {
     Vm(#[from] crate::vm::VmError),
     /// The rootfs mounts failed.
     #[error("failed to mount the rootfs")]
-    Mount(#[source] nix::Error),
+    Mount(#[source] wren_shim::rootfs::Error),
     /// A FIFO would not open.
     #[error("failed to open {path}")]
     Stdio {

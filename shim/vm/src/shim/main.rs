@@ -8,7 +8,6 @@ mod config;
 mod cpio;
 mod error;
 mod initramfs;
-mod rootfs;
 mod service;
 mod spec;
 mod stdio;
@@ -51,7 +50,7 @@ impl Runtime for WrenVm {
             kill_stale_qemu(&dir);
             vm::remove_dir(&dir);
         }
-        rootfs::unmount_all(&context.bundle.join("rootfs"));
+        unmount_rootfs(&context.bundle);
         let _ = std::fs::remove_file(context.bundle.join(VM_DIR_FILE));
         Ok(0)
     }
@@ -126,5 +125,13 @@ fn print_initramfs() -> ExitCode {
             eprintln!("{}", wren_shim::status::error_chain(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Undoes the rootfs mounts of Create (if any: `ctr run --rootfs` sends none). Safe to repeat:
+/// Delete and the `delete` action both call it.
+fn unmount_rootfs(bundle: &Path) {
+    if let Err(err) = wren_shim::rootfs::unmount_recursive(&bundle.join("rootfs")) {
+        log::warn!("{err}");
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
+use wren_shim::rootfs::{self, RootfsMount};
 use wren_shim::{RequestContext, ShutdownReason, TaskService};
 use wren_shim_protocol::events::{TaskCreate, TaskDelete, TaskExecAdded};
 use wren_shim_protocol::task::{
@@ -17,7 +18,7 @@ use wren_shim_protocol::vm_agent::{AddExecRequest, ContainerRef, CreateContainer
 
 use super::{find, process_ref, wrong_state, Container, Process, State, WrenVm};
 use crate::error::VmShimError;
-use crate::{rootfs, spec, stdio};
+use crate::{spec, stdio};
 
 impl WrenVm {
     fn create_task(&self, request: &CreateTaskRequest) -> Result<(), VmShimError> {
@@ -36,13 +37,16 @@ impl WrenVm {
         let container = spec::container(&bundle, !request.stdin.is_empty())?;
         let mounted_rootfs = !request.rootfs.is_empty();
         if mounted_rootfs {
-            rootfs::mount_all(&request.rootfs, &bundle.join("rootfs"))
-                .map_err(VmShimError::Mount)?;
+            rootfs::mount_all(
+                &RootfsMount::from_request(&request.rootfs),
+                &bundle.join("rootfs"),
+            )
+            .map_err(VmShimError::Mount)?;
         }
         let result = self.create_in_guest(id, &bundle, &container);
         if let Err(error) = result {
             if mounted_rootfs {
-                rootfs::unmount_all(&bundle.join("rootfs"));
+                crate::unmount_rootfs(&bundle);
             }
             return Err(error);
         }
@@ -136,7 +140,7 @@ impl WrenVm {
                 stdio::unblock_stdin(&process.stdin);
             }
             if container.mounted_rootfs {
-                rootfs::unmount_all(&container.bundle.join("rootfs"));
+                crate::unmount_rootfs(&container.bundle);
             }
             // The task is cleanly gone: the `delete` action containerd runs after every
             // disconnect must find nothing to do (the VM may still serve the pod).

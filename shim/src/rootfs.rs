@@ -1,4 +1,7 @@
-//! Mounting `CreateTaskRequest.rootfs` onto `<bundle>/rootfs`, and unmounting it again.
+//! Mounting `CreateTaskRequest.rootfs` onto `<bundle>/rootfs`, and unmounting it again: what
+//! every runtime that takes containerd's snapshots does in the host's mount namespace (the runc
+//! shim before `runc create`, nsbox before its pivot, wrenvm before sharing the root with its
+//! guest).
 //!
 //! Options are interpreted the way containerd's `mount.All` does on Linux (`mount_linux.go`): known
 //! flag words set or clear `MS_*` bits, propagation words are applied in a second `mount(2)`, a
@@ -10,47 +13,82 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use wren_shim_protocol::types::Mount;
 
 /// Errors from mounting or unmounting a rootfs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `<bundle>/rootfs` could not be created.
     #[error("failed to create rootfs directory {path}")]
     CreateRootfs {
+        /// The directory.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: io::Error,
     },
+    /// A mount's target leaves the rootfs (`..`).
     #[error("mount target {target} escapes the rootfs")]
-    TargetEscapes { target: String },
+    TargetEscapes {
+        /// The target as given.
+        target: String,
+    },
+    /// An option this module does not carry out (`loop`).
     #[error("mount of type {kind} uses the unsupported option {option}")]
-    UnsupportedOption { kind: String, option: String },
+    UnsupportedOption {
+        /// The mount type.
+        kind: String,
+        /// The option.
+        option: String,
+    },
+    /// The filesystem data does not fit the page `mount(2)` copies.
     #[error("mount data for {kind} at {target} is longer than a page")]
-    DataTooLong { kind: String, target: PathBuf },
+    DataTooLong {
+        /// The mount type.
+        kind: String,
+        /// The mount point.
+        target: PathBuf,
+    },
+    /// `mount(2)` failed.
     #[error("failed to mount {source_path} ({kind}) on {target}")]
     Mount {
+        /// The mount type.
         kind: String,
+        /// The mount source.
         source_path: String,
+        /// The mount point.
         target: PathBuf,
+        /// The cause.
         #[source]
         source: Errno,
     },
+    /// The propagation change after a mount failed.
     #[error("failed to change the propagation of {target}")]
     Propagation {
+        /// The mount point.
         target: PathBuf,
+        /// The cause.
         #[source]
         source: Errno,
     },
+    /// A read-only bind could not be made read-only.
     #[error("failed to remount {target} read-only")]
     RemountReadOnly {
+        /// The mount point.
         target: PathBuf,
+        /// The cause.
         #[source]
         source: Errno,
     },
+    /// The mount table could not be read.
     #[error("failed to read /proc/self/mountinfo")]
     ReadMountinfo(#[source] io::Error),
+    /// `umount2(2)` failed.
     #[error("failed to unmount {target}")]
     Unmount {
+        /// The mount point.
         target: PathBuf,
+        /// The cause.
         #[source]
         source: Errno,
     },
@@ -59,11 +97,29 @@ pub enum Error {
 /// One entry of `CreateTaskRequest.rootfs`, free of protobuf types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootfsMount {
+    /// The filesystem type (`overlay`, `bind`...).
     pub kind: String,
+    /// The mount source.
     pub source: String,
     /// A path inside the rootfs (containerd ≥2.0), usually empty.
     pub target: String,
+    /// fstab-style option words.
     pub options: Vec<String>,
+}
+
+impl RootfsMount {
+    /// The request's mounts, converted field by field.
+    pub fn from_request(mounts: &[Mount]) -> Vec<Self> {
+        mounts
+            .iter()
+            .map(|m| Self {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                target: m.target.clone(),
+                options: m.options.clone(),
+            })
+            .collect()
+    }
 }
 
 /// What a list of mount option words turns into.
@@ -328,6 +384,22 @@ fn unescape_octal(field: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_mounts_convert_field_by_field() {
+        let mut proto = Mount::new();
+        proto.type_ = "overlay".into();
+        proto.source = "overlay".into();
+        proto.target = "sub".into();
+        proto.options = vec!["lowerdir=/l".into()];
+        let expected = RootfsMount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: "sub".into(),
+            options: vec!["lowerdir=/l".into()],
+        };
+        assert_eq!(RootfsMount::from_request(&[proto]), [expected]);
+    }
 
     fn words(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
