@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wren_tests::containerd::{output_text, run_with_deadline, CTR_DEADLINE, STATE_DEADLINE};
+use wren_tests::containerd::{output_text, STATE_DEADLINE};
 use wren_tests::{Containerd, Runtime};
 
 const NSBOX: &str = "io.containerd.nsbox.v2";
@@ -35,18 +35,8 @@ fn start_containerd() -> Containerd {
 }
 
 /// `ctr run --runtime io.containerd.nsbox.v2 [flags] --rootfs <busybox> <id> <cmd…>`.
-/// A `--rootfs` container gets no image env, so PATH is set explicitly.
 fn nsbox_run(cd: &Containerd, flags: &[&str], id: &str, cmd: &[&str]) -> std::process::Output {
-    let fifo_dir = cd.fifo_dir().display().to_string();
-    let rootfs = cd.rootfs().display().to_string();
-    let mut args = vec!["run", "--runtime", NSBOX, "--env", "PATH=/bin"];
-    args.extend(["--fifo-dir", &fifo_dir]);
-    args.extend(flags);
-    // containerd 1.6: `--rootfs` is a bool flag; the first positional is the rootfs dir.
-    args.extend(["--rootfs", &rootfs, id]);
-    args.extend(cmd);
-    let mut command = cd.ctr_command(&args);
-    run_with_deadline(command.stdin(std::process::Stdio::null()), CTR_DEADLINE)
+    cd.run_on_rootfs(NSBOX, flags, id, cmd)
 }
 
 #[test]

@@ -74,15 +74,7 @@ fn vm_shims(cd: &Containerd) -> Vec<i32> {
 }
 
 fn ctr_run(cd: &Containerd, flags: &[&str], id: &str, cmd: &[&str]) -> Output {
-    let fifo_dir = cd.fifo_dir().display().to_string();
-    let rootfs = cd.rootfs().display().to_string();
-    let mut args = vec!["run", "--runtime", WRENVM, "--env", "PATH=/bin"];
-    args.extend(["--fifo-dir", &fifo_dir]);
-    args.extend(flags);
-    // containerd 1.6: `--rootfs` is a bool flag; the first positional is the rootfs dir.
-    args.extend(["--rootfs", &rootfs, id]);
-    args.extend(cmd);
-    run_with_deadline(cd.ctr_command(&args).stdin(Stdio::null()), CTR_DEADLINE)
+    cd.run_on_rootfs(WRENVM, flags, id, cmd)
 }
 
 fn wait_gone(what: &str, probe: impl Fn() -> Vec<i32>) {

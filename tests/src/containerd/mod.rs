@@ -186,6 +186,20 @@ impl Containerd {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs `ctr run --runtime <runtime> [flags…] --rootfs <busybox> <id> <cmd…>` (bounded by
+    /// [`CTR_DEADLINE`]). A `--rootfs` container gets no image env, so PATH is set here.
+    pub fn run_on_rootfs(&self, runtime: &str, flags: &[&str], id: &str, cmd: &[&str]) -> Output {
+        let fifo_dir = self.fifo_dir().display().to_string();
+        let rootfs = self.rootfs().display().to_string();
+        let mut args = vec!["run", "--runtime", runtime, "--env", "PATH=/bin"];
+        args.extend(["--fifo-dir", &fifo_dir]);
+        args.extend(flags);
+        // containerd 1.6: `--rootfs` is a bool flag; the first positional is the rootfs dir.
+        args.extend(["--rootfs", &rootfs, id]);
+        args.extend(cmd);
+        self.ctr(&args)
+    }
+
     /// Panics with the command's stderr and containerd's log unless `output` is a success.
     pub fn expect_success(&self, output: &Output, what: &str) {
         assert!(

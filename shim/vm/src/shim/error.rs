@@ -69,6 +69,14 @@ pub enum VmShimError {
 }
 
 impl VmShimError {
+    /// Task `id` is not in this daemon.
+    pub fn task_not_found(id: &str) -> Self {
+        Self::NotFound {
+            what: "task",
+            id: id.into(),
+        }
+    }
+
     /// A failed agent call.
     pub fn agent(what: &'static str) -> impl FnOnce(ttrpc::Error) -> Self {
         move |source| Self::Agent { what, source }

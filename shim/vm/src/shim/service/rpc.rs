@@ -1,6 +1,7 @@
 //! The task RPCs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
@@ -18,6 +19,7 @@ use wren_shim_protocol::vm_agent::{AddExecRequest, ContainerRef, CreateContainer
 
 use super::{find, process_ref, wrong_state, Container, Process, State, WrenVm};
 use crate::error::VmShimError;
+use crate::vm::Vm;
 use crate::{spec, stdio};
 
 impl WrenVm {
@@ -204,10 +206,7 @@ impl WrenVm {
             let mut containers = self.containers();
             let container = containers
                 .get_mut(id)
-                .ok_or_else(|| VmShimError::NotFound {
-                    what: "task",
-                    id: id.into(),
-                })?;
+                .ok_or_else(|| VmShimError::task_not_found(id))?;
             if container.processes.contains_key(exec_id) {
                 return Err(VmShimError::AlreadyExists {
                     what: "exec",
@@ -226,10 +225,7 @@ impl WrenVm {
         let mut containers = self.containers();
         let container = containers
             .get_mut(id)
-            .ok_or_else(|| VmShimError::NotFound {
-                what: "task",
-                id: id.into(),
-            })?;
+            .ok_or_else(|| VmShimError::task_not_found(id))?;
         container.processes.insert(
             exec_id.into(),
             Process {
@@ -248,19 +244,22 @@ impl WrenVm {
 
     fn container_ref(&self, id: &str) -> Result<ContainerRef, VmShimError> {
         if !self.containers().contains_key(id) {
-            return Err(VmShimError::NotFound {
-                what: "task",
-                id: id.into(),
-            });
+            return Err(VmShimError::task_not_found(id));
         }
         let mut container = ContainerRef::new();
         container.container_id = id.into();
         Ok(container)
     }
 
-    fn pids_of(&self, id: &str) -> Result<PidsResponse, VmShimError> {
+    /// Task `id` as the agent names it, and the VM it runs in.
+    fn in_guest(&self, id: &str) -> Result<(ContainerRef, Arc<Vm>), VmShimError> {
         let container = self.container_ref(id)?;
         let vm = self.running_vm().ok_or(VmShimError::AlreadyFinished)?;
+        Ok((container, vm))
+    }
+
+    fn pids_of(&self, id: &str) -> Result<PidsResponse, VmShimError> {
+        let (container, vm) = self.in_guest(id)?;
         let pids = vm
             .agent()
             .list_pids(ttrpc::context::Context::default(), &container)
@@ -279,8 +278,7 @@ impl WrenVm {
     }
 
     fn stats_of(&self, id: &str) -> Result<StatsResponse, VmShimError> {
-        let container = self.container_ref(id)?;
-        let vm = self.running_vm().ok_or(VmShimError::AlreadyFinished)?;
+        let (container, vm) = self.in_guest(id)?;
         let metrics = vm
             .agent()
             .stats(ttrpc::context::Context::default(), &container)
