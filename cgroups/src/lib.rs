@@ -24,7 +24,7 @@ pub mod v1;
 pub mod v2;
 
 pub use locate::{hugepage_sizes, Cgroup, LocateError, MountTable, V1Cgroup, V2Cgroup};
-pub use oom::{Flush, OomError, OomEvent, OomSink, OomWatcher};
+pub use oom::{Flush, OomError, OomEvent, OomPoller, OomSink, OomWatcher};
 pub use read::StatsError;
 
 /// The statistics of one cgroup, in the shape of the host's cgroup version.

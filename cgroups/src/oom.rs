@@ -1,4 +1,5 @@
-//! The OOM watcher: one thread, one epoll set, every watched cgroup.
+//! The OOM watcher: one epoll set for every watched cgroup, served by a thread of its own
+//! ([`OomWatcher::spawn`]) or by the owner's event loop ([`OomWatcher::polled`]).
 //!
 //! - v1: an eventfd registered through `cgroup.event_control` on `memory.oom_control`. The
 //!   kernel signals it when the cgroup enters OOM, *before* the killer runs, and once more when
@@ -17,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -124,12 +125,41 @@ pub enum OomError {
     },
 }
 
-/// Watches cgroups for OOM kills on one thread named `oom`. Dropping it stops the thread.
+/// Watches cgroups for OOM kills, on a thread named `oom` or on its owner's event loop
+/// (through an [`OomPoller`]). Dropping it stops the thread.
 #[derive(Debug)]
 pub struct OomWatcher {
     commands: Sender<Command>,
     wake: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The polled half of an [`OomWatcher::polled`] watcher: the owner's event loop polls
+/// [`fd`](Self::fd) for readability and then calls [`poll`](Self::poll).
+pub struct OomPoller {
+    worker: Worker,
+}
+
+impl std::fmt::Debug for OomPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OomPoller")
+            .field("watches", &self.worker.watches.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OomPoller {
+    /// Readable when a watched cgroup reported or a `watch`/`unwatch` is waiting.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.worker.epoll.0.as_fd()
+    }
+
+    /// Serves whatever is ready, without blocking: notifications read, events delivered,
+    /// commands answered.
+    pub fn poll(&mut self) {
+        // A Stop would come from a Shutdown, which only a watcher with a thread sends.
+        let _ = self.worker.serve_ready(EpollTimeout::ZERO);
+    }
 }
 
 enum Command {
@@ -156,6 +186,25 @@ impl OomWatcher {
     /// Starts the `oom` thread; events go to `events`: a channel (unbounded is best: a full
     /// one would stall the watcher, never drop an event) or any other [`OomSink`].
     pub fn spawn(events: impl OomSink) -> Result<Self, OomError> {
+        let (mut watcher, worker) = Self::unstarted(events)?;
+        let thread = std::thread::Builder::new()
+            .name("oom".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || worker.run())
+            .map_err(OomError::SpawnThread)?;
+        watcher.thread = Some(thread);
+        Ok(watcher)
+    }
+
+    /// A watcher without a thread: the caller's event loop serves it through the returned
+    /// [`OomPoller`], so a long-lived process with a loop of its own saves the thread.
+    /// `watch` and `unwatch` wait for that loop to poll: they must not be called on it.
+    pub fn polled(events: impl OomSink) -> Result<(Self, OomPoller), OomError> {
+        let (watcher, worker) = Self::unstarted(events)?;
+        Ok((watcher, OomPoller { worker }))
+    }
+
+    fn unstarted(events: impl OomSink) -> Result<(Self, Worker), OomError> {
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         let wake = Arc::new(EventFd::from_flags(flags).map_err(OomError::CreateEventFd)?);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(OomError::CreateEpoll)?;
@@ -179,16 +228,12 @@ impl OomWatcher {
             descriptors: HashMap::new(),
             next_token: FIRST_WATCH_TOKEN,
         };
-        let thread = std::thread::Builder::new()
-            .name("oom".into())
-            .stack_size(STACK_SIZE)
-            .spawn(move || worker.run())
-            .map_err(OomError::SpawnThread)?;
-        Ok(Self {
+        let watcher = Self {
             commands,
             wake,
-            thread: Some(thread),
-        })
+            thread: None,
+        };
+        Ok((watcher, worker))
     }
 
     /// Starts watching `cgroup` under `key`. Kills that happened before this call are not
@@ -232,9 +277,10 @@ impl OomWatcher {
 
 impl Drop for OomWatcher {
     fn drop(&mut self) {
-        // Errors mean the thread is already gone; joining is then immediate.
-        let _ = self.request(Command::Shutdown);
+        // A polled watcher's loop goes on delivering events for the watches left.
         if let Some(thread) = self.thread.take() {
+            // Errors mean the thread is already gone; joining is then immediate.
+            let _ = self.request(Command::Shutdown);
             let _ = thread.join();
         }
     }
@@ -294,28 +340,33 @@ enum Next {
 }
 
 impl Worker {
+    /// The `oom` thread: serves until a Shutdown.
     fn run(mut self) {
+        while let Next::Continue = self.serve_ready(EpollTimeout::NONE) {}
+    }
+
+    /// Waits up to `timeout` for readiness and serves what is ready.
+    fn serve_ready(&mut self, timeout: EpollTimeout) -> Next {
         let mut ready = [EpollEvent::empty(); 16];
-        loop {
-            let count = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
-                Ok(count) => count,
-                Err(Errno::EINTR) => continue,
-                Err(err) => {
-                    log::error!("oom watcher stops: epoll_wait failed: {err}");
-                    return;
-                }
+        let count = match self.epoll.wait(&mut ready, timeout) {
+            Ok(count) => count,
+            Err(Errno::EINTR) => return Next::Continue,
+            Err(err) => {
+                log::error!("oom watcher stops: epoll_wait failed: {err}");
+                return Next::Stop;
+            }
+        };
+        for event in &ready[..count] {
+            let next = match event.data() {
+                WAKE_TOKEN => self.serve_commands(),
+                INOTIFY_TOKEN => self.on_inotify(),
+                token => self.on_eventfd(token),
             };
-            for event in &ready[..count] {
-                let next = match event.data() {
-                    WAKE_TOKEN => self.serve_commands(),
-                    INOTIFY_TOKEN => self.on_inotify(),
-                    token => self.on_eventfd(token),
-                };
-                if let Next::Stop = next {
-                    return;
-                }
+            if let Next::Stop = next {
+                return Next::Stop;
             }
         }
+        Next::Continue
     }
 
     fn serve_commands(&mut self) -> Next {
@@ -554,8 +605,8 @@ impl Worker {
     }
 }
 
-/// Where an [`OomWatcher`] delivers its events; called on the `oom` thread, so it must not
-/// block for long.
+/// Where an [`OomWatcher`] delivers its events; called on the `oom` thread or the polling
+/// loop, so it must not block for long.
 pub trait OomSink: Send + 'static {
     /// Takes one event; `false` means the receiver is gone.
     fn deliver(&self, event: OomEvent) -> bool;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wren_cgroups::{v1, Cgroup, Flush, OomWatcher, Stats, V1Cgroup};
+use wren_cgroups::{v1, Cgroup, Flush, OomPoller, OomWatcher, Stats, V1Cgroup};
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// Polling bound for values that must move; generous because CI machines stall.
@@ -264,6 +264,47 @@ fn one_oom_event_per_kill_and_none_for_removal() {
     );
     assert!(events.try_recv().is_err(), "more than one event per kill");
     drop(second);
+    drop(watcher);
+}
+
+/// An event loop of the test's own, as a shim's main loop would serve a polled watcher:
+/// polls the watcher's fd and serves it until `stop` is set.
+fn serve_polled(
+    mut poller: OomPoller,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut fds = [PollFd::new(poller.fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(50u16)).is_ok_and(|ready| ready > 0) {
+                poller.poll();
+            }
+        }
+    })
+}
+
+#[test]
+fn a_polled_watcher_reports_through_its_owners_loop() {
+    if !v1_host("a_polled_watcher_reports_through_its_owners_loop") {
+        return;
+    }
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let (watcher, poller) = OomWatcher::polled(events_tx).expect("polled watcher");
+    let stop = std::sync::Arc::default();
+    let owner_loop = serve_polled(poller, std::sync::Arc::clone(&stop));
+
+    let (scratch, cgroup) = limited_memory_cgroup();
+    watcher.watch("polled", &cgroup).expect("watch");
+    run_until_oom_killed(&scratch);
+    let event = events.recv_timeout(PATIENCE).expect("oom event");
+    assert_eq!(event.key, "polled");
+    assert_eq!(watcher.unwatch("polled").expect("unwatch"), Flush::NoOom);
+    assert!(events.try_recv().is_err(), "more than one event per kill");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    owner_loop.join().expect("owner loop");
+    drop(scratch);
     drop(watcher);
 }
 

@@ -1,8 +1,8 @@
 //! The long-lived daemon: set up the process, serve until shutdown.
 //!
 //! The main thread runs one epoll loop over the listener, the client connections, the
-//! signal pipes (SIGCHLD reaps here), the shutdown trigger and the threads that ended
-//! (joined here, see [`transient`]). Everything else runs on threads that exist only while
+//! signal pipes (SIGCHLD reaps here), the shutdown trigger, the threads that ended
+//! (joined here, see [`transient`]) and the runtime's own fds ([`crate::loop_sources`]). Everything else runs on threads that exist only while
 //! they have work: "rpc" workers for requests and the "publisher" for events. On shutdown
 //! it stops accepting, flushes the events and removes the socket.
 
@@ -23,6 +23,7 @@ use nix::sys::socket::{getsockname, UnixAddr};
 use crate::flags::Flags;
 use crate::launch::LISTENER_FD;
 use crate::logger::{StderrLogger, Verbosity};
+use crate::loop_sources::{LoopSource, MainLoopSources};
 use crate::memory;
 use crate::pool::WorkerPool;
 use crate::publisher::Publisher;
@@ -51,6 +52,8 @@ const SHUTDOWN_TOKEN: u64 = 3;
 const ENDED_THREADS_TOKEN: u64 = 4;
 const CONNECTIONS_TOKEN: u64 = 5;
 const FIRST_CONNECTION_TOKEN: u64 = 16;
+/// The runtime's sources take the tokens from here on, far above any connection's.
+const FIRST_SOURCE_TOKEN: u64 = 1 << 62;
 
 /// Errors that keep the daemon from serving.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +147,7 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
     drop(stdin);
 
     let monitor = Monitor::new();
+    let main_loop = MainLoopSources::new();
     let shutdown = ShutdownTrigger::new().map_err(DaemonError::MainLoop)?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .ok()
@@ -163,6 +167,7 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         publisher: publisher.clone(),
         monitor: Arc::clone(&monitor),
         shutdown: shutdown.clone(),
+        main_loop: main_loop.clone(),
     };
     let service = Arc::new(R::new(context).map_err(|source| DaemonError::NewRuntime {
         name: R::NAME,
@@ -174,7 +179,15 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         .map_err(DaemonError::Serve)?;
     log::info!("serving {} as {}", R::NAME, flags.id);
 
-    let reason = run_main_loop(server, &signals, &monitor, &shutdown, ended_threads)?;
+    let sources = main_loop.take();
+    let reason = run_main_loop(
+        server,
+        sources,
+        &signals,
+        &monitor,
+        &shutdown,
+        ended_threads,
+    )?;
     shut_down(
         reason,
         &publisher,
@@ -187,9 +200,11 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
 /// Serves until the shutdown trigger fires, then sends the replies still queued (bounded);
 /// returns why. Dropping the server on return stops accepting and closes every connection;
 /// replies in flight then answer no one.
-/// `ended_threads` is the [`transient`] reaper's descriptor.
+/// `ended_threads` is the [`transient`] reaper's descriptor. The runtime's `sources` are
+/// dropped on return, before shutdown: what waits on them then learns they are gone.
 fn run_main_loop(
     mut server: Server,
+    mut sources: Vec<Box<dyn LoopSource>>,
     signals: &SignalPipes,
     monitor: &Monitor,
     shutdown: &ShutdownTrigger,
@@ -206,6 +221,11 @@ fn run_main_loop(
         .and_then(|()| epoll.add(ended_threads, readable(ENDED_THREADS_TOKEN)))
         .and_then(|()| epoll.add(server.attention(), readable(CONNECTIONS_TOKEN)))
         .map_err(main_loop_error)?;
+    for (token, source) in (FIRST_SOURCE_TOKEN..).zip(&sources) {
+        epoll
+            .add(source.fd(), readable(token))
+            .map_err(main_loop_error)?;
+    }
     // Children that exited before the handler existed would otherwise wait for the next one.
     monitor.reap();
     let mut events = [EpollEvent::empty(); 32];
@@ -230,6 +250,12 @@ fn run_main_loop(
                 SHUTDOWN_TOKEN => {}
                 ENDED_THREADS_TOKEN => transient::reap(),
                 CONNECTIONS_TOKEN => server.attend(&epoll),
+                token if token >= FIRST_SOURCE_TOKEN => {
+                    let index = usize::try_from(token - FIRST_SOURCE_TOKEN).ok();
+                    if let Some(source) = index.and_then(|index| sources.get_mut(index)) {
+                        source.on_readable();
+                    }
+                }
                 token => server.ready(&epoll, token, event.events()),
             }
         }

@@ -28,6 +28,7 @@ pub mod flags;
 mod framing;
 pub mod launch;
 pub mod logger;
+pub mod loop_sources;
 mod memory;
 pub mod pool;
 pub mod publisher;
@@ -56,6 +57,7 @@ pub use wren_shim_protocol::identifier;
 
 pub use crate::flags::{Flags, Invocation};
 pub use crate::logger::Verbosity;
+pub use crate::loop_sources::{LoopSource, MainLoopSources};
 pub use crate::pool::{SerialQueue, WorkerPool};
 pub use crate::publisher::Publisher;
 pub use crate::runtime::{CleanupContext, Runtime, ShimContext, TaskService};

@@ -25,6 +25,7 @@ use wren_shim_protocol::task::{
 use wren_shim_protocol::types::{RuntimeInfo, RuntimeVersion};
 
 use crate::logger::Verbosity;
+use crate::loop_sources::MainLoopSources;
 use crate::publisher::Publisher;
 use crate::server::{Dispatch, RawReply, Reply, RequestContext};
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
@@ -54,6 +55,9 @@ pub struct ShimContext {
     pub monitor: Arc<Monitor>,
     /// Ends the daemon (the framework also does so on Shutdown and SIGTERM).
     pub shutdown: ShutdownTrigger,
+    /// Fds the main loop polls for the runtime, so that it needs no thread to wait on them;
+    /// add them in [`Runtime::new`].
+    pub main_loop: MainLoopSources,
 }
 
 /// What the `delete` hook needs: the dead shim's identity, and a monitor for its children.

@@ -152,6 +152,8 @@ pub enum Error {
     Engine(#[source] wren_io::EngineError),
     #[error("failed to start the oom watcher")]
     OomWatcher(#[source] wren_cgroups::OomError),
+    #[error("failed to put the oom watcher in the main loop")]
+    OomOnMainLoop(#[source] wren_shim::loop_sources::LoopStarted),
 }
 
 impl Error {

@@ -30,12 +30,13 @@
 //! [`Effects`], so the orders are unit tested without them.
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use crossbeam_channel::{Receiver, Sender};
-use wren_cgroups::{OomEvent, OomSink, OomWatcher};
+use wren_cgroups::{OomEvent, OomPoller, OomSink, OomWatcher};
 use wren_runc_driver::KillScope;
-use wren_shim::{Exit, Monitor, Publisher, SerialQueue};
+use wren_shim::{Exit, LoopSource, MainLoopSources, Monitor, Publisher, SerialQueue};
 use wren_shim_protocol::events::{TaskExit, TaskOOM};
 use wren_shim_protocol::timestamp::to_timestamp;
 
@@ -216,7 +217,7 @@ impl Lifecycle {
     /// A started exec's exit is recorded here, the fast path: taken out of `running` (and
     /// copied to every start in flight), recorded with its TaskExit queued, and, if its init's
     /// exit was waiting for it, [`Message::ExecsDone`] queued for the exits thread, which
-    /// finishes the init (its OOM flush waits for the watcher thread). Any other exit
+    /// finishes the init (its OOM flush waits for the main loop, which serves the watcher). Any other exit
     /// somebody waits for goes to the exits queue.
     ///
     /// Lock order, outermost first: the monitor's `reaping` (write) and `subscribers`; then
@@ -471,10 +472,12 @@ fn pid_key(pid: u32) -> i32 {
 
 /// Creates the lifecycle: the sink of the exits `monitor` reaps, which records a started
 /// exec's exit itself and queues the others somebody waits for, and the OOM watcher, whose
-/// events go through the same queue.
+/// events go through the same queue. The watcher is served by the daemon's `main_loop`:
+/// `watch` runs on RPC threads and `unwatch` on them or the exits queue, never on that loop.
 pub fn start(
     monitor: &Monitor,
     publisher: Publisher,
+    main_loop: &MainLoopSources,
 ) -> Result<(Arc<Lifecycle>, Arc<OomWatcher>), Error> {
     let (messages, link) = exits_queue();
     let (oom_events, ooms) = crossbeam_channel::unbounded();
@@ -482,7 +485,11 @@ pub fn start(
         events: oom_events,
         messages: messages.clone(),
     };
-    let oom = Arc::new(OomWatcher::spawn(sink).map_err(Error::OomWatcher)?);
+    let (oom, poller) = OomWatcher::polled(sink).map_err(Error::OomWatcher)?;
+    main_loop
+        .add(OomSource(poller))
+        .map_err(Error::OomOnMainLoop)?;
+    let oom = Arc::new(oom);
     let effects = ShimEffects {
         publisher,
         oom: Arc::clone(&oom),
@@ -491,6 +498,19 @@ pub fn start(
     let _ = link.set(Arc::downgrade(&lifecycle));
     monitor.on_every_exit(lifecycle.exit_sink());
     Ok((lifecycle, oom))
+}
+
+/// The OOM watcher's epoll set, in the daemon's main loop.
+struct OomSource(OomPoller);
+
+impl LoopSource for OomSource {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.fd()
+    }
+
+    fn on_readable(&mut self) {
+        self.0.poll();
+    }
 }
 
 /// The exits queue, whose handler reaches the lifecycle through a weak link set once it

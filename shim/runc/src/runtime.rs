@@ -112,7 +112,11 @@ impl Runtime for RuncRuntime {
 
     fn new(context: ShimContext) -> Result<Self, RuntimeError> {
         let spawner = Arc::clone(&context.monitor);
-        let (lifecycle, oom) = exits::start(&context.monitor, context.publisher.clone())?;
+        let (lifecycle, oom) = exits::start(
+            &context.monitor,
+            context.publisher.clone(),
+            &context.main_loop,
+        )?;
         let shared = Shared {
             namespace: context.namespace,
             publisher: context.publisher,
