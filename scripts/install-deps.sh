@@ -3,7 +3,8 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-# libc6-dev: the static glibc the release build links (scripts/build-release.sh).
+# libc6-dev: the static glibc the release build links without rustup's musl target
+# (scripts/build-release.sh).
 # qemu-system-x86 and linux-image-amd64: the wrenvm example runtime boots microVMs (tests/tests/vm_runtime.rs).
 packages=(runc crun containerd criu busybox-static libc6-dev qemu-system-x86 linux-image-amd64)
 
@@ -29,3 +30,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install a Rust toolchain (rustup) first" >&2; exit 1; }
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
+# The release build links against musl (scripts/build-release.sh, which falls back to glibc
+# without it).
+host=$(rustc -vV | sed -n 's/^host: //p')
+[[ "$host" != *-linux-gnu ]] || rustup target add "${host%-gnu}-musl" >/dev/null 2>&1 || true

@@ -7,7 +7,7 @@
 //! it stops accepting, flushes the events and removes the socket.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
@@ -21,7 +21,6 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{getsockname, UnixAddr};
 
 use crate::flags::Flags;
-use crate::launch::LISTENER_FD;
 use crate::logger::{StderrLogger, Verbosity};
 use crate::loop_sources::{LoopSource, MainLoopSources};
 use crate::memory;
@@ -82,9 +81,15 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-    /// fd 3 is not a unix socket and no `-socket` was given.
-    #[error("fd 3 is not a listening unix socket")]
+    /// A daemon started by hand was given no `-socket`.
+    #[error("no -socket given (containerd starts the daemon through `start`)")]
+    NoSocket,
+    /// The listener `start` forked with is not a unix socket.
+    #[error("the listener from start is not a unix socket")]
     NoListener(#[source] nix::Error),
+    /// The daemon could not leave containerd's process group.
+    #[error("failed to move into a process group of its own")]
+    ProcessGroup(#[source] nix::Error),
     /// `-socket` is not a `unix://` path.
     #[error("unsupported -socket address")]
     SocketAddress(#[source] wren_shim_protocol::address::AddressError),
@@ -117,34 +122,61 @@ struct Listener {
     path: Option<PathBuf>,
 }
 
-/// Runs the daemon until it is shut down.
+/// Runs a daemon started by hand (`-socket`) until it is shut down.
 ///
 /// # Errors
 /// Any setup failure; once serving, only shutdown ends it.
 pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
-    // Both before any thread exists: the first changes the environment, the second tunes
-    // malloc for the whole process.
-    memory::restore_environment();
+    redirect_stdio()?;
+    let listener = listener(flags)?;
+    serve_on::<R>(flags, listener, &StartInput::Empty)
+}
+
+/// The daemon `start` forked: lets go of `start`'s output, then serves on `listener` with the
+/// options `start` decoded, until shut down.
+///
+/// # Errors
+/// Any setup failure (after the redirection, errors printed on stderr reach containerd's
+/// log FIFO).
+pub(crate) fn serve_forked<R: Runtime>(
+    flags: &Flags,
+    listener: OwnedFd,
+    input: &StartInput,
+) -> Result<(), DaemonError> {
+    // First: containerd reads start's output until every copy of it is closed, this one too.
+    if let Err(error) = redirect_stdio() {
+        // Nothing may be written there (containerd parses it): drop it silently; the closed
+        // listener then refuses containerd.
+        let _ = nix::unistd::close(libc::STDOUT_FILENO);
+        let _ = nix::unistd::close(libc::STDERR_FILENO);
+        return Err(error);
+    }
+    // Out of containerd's process group, so that a signal to that group spares the shim
+    // (containerd's Go shim does the same).
+    let own = nix::unistd::Pid::from_raw(0);
+    nix::unistd::setpgid(own, own).map_err(DaemonError::ProcessGroup)?;
+    let listener = Listener::inherited(close_inherited_fds(listener)?)?;
+    serve_on::<R>(flags, listener, input)
+}
+
+/// Sets up the process and serves until shut down.
+fn serve_on<R: Runtime>(
+    flags: &Flags,
+    listener: Listener,
+    input: &StartInput,
+) -> Result<(), DaemonError> {
+    // Before any thread exists: it tunes malloc for the whole process.
     memory::tune();
     let ended_threads = transient::install_reaper().map_err(DaemonError::MainLoop)?;
     // Before any child exists, so that no exit can be missed.
     let signals = SignalPipes::install().map_err(DaemonError::Signals)?;
     nix::sys::prctl::set_child_subreaper(true).map_err(DaemonError::Subreaper)?;
-    let stdin = read_options_pipe();
-    redirect_stdio()?;
     let verbosity = if flags.debug {
         Verbosity::Debug
     } else {
         Verbosity::Info
     };
     StderrLogger::install(verbosity, &flags.namespace, &flags.id)?;
-    let input = StartInput::decode(&stdin, &flags.namespace, &flags.id).unwrap_or_else(|error| {
-        // start decoded the same bytes already; this cannot fail unless they changed.
-        log::warn!("ignoring undecodable runtime options: {error}");
-        StartInput::Empty
-    });
-    // Decoded: the bytes need not live as long as the daemon.
-    drop(stdin);
 
     let monitor = Monitor::new();
     let main_loop = MainLoopSources::new();
@@ -154,7 +186,6 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
         .or_else(|| input.ttrpc_address().map(str::to_owned))
         .unwrap_or_else(|| format!("{}.ttrpc", flags.address));
     let publisher = Publisher::start(&ttrpc_address, &flags.namespace);
-    let listener = listener(flags)?;
 
     let context = ShimContext {
         namespace: flags.namespace.clone(),
@@ -286,27 +317,6 @@ fn shut_down<S: TaskService>(
     }
 }
 
-/// The options `start` passes through a pipe on stdin; nothing when stdin is not a pipe
-/// (a daemon started by hand).
-///
-/// Read through a duplicate of fd 0, not `io::stdin()`: std's stdin keeps an 8 KiB buffer
-/// for the life of the process once used.
-fn read_options_pipe() -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let is_pipe = nix::sys::stat::fstat(libc::STDIN_FILENO)
-        .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFIFO);
-    if !is_pipe {
-        return bytes;
-    }
-    // A failed dup or a short read only loses options that Create carries again.
-    if let Ok(fd) = nix::unistd::dup(libc::STDIN_FILENO) {
-        // SAFETY: dup just returned this descriptor; nothing else owns it.
-        let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let _ = pipe.read_to_end(&mut bytes);
-    }
-    bytes
-}
-
 /// fds 0 and 1 to /dev/null; fd 2 to containerd's `log` FIFO (or /dev/null without one).
 fn redirect_stdio() -> Result<(), DaemonError> {
     let redirect_error = |what| move |source| DaemonError::Redirect { what, source };
@@ -353,29 +363,52 @@ fn open_log_fifo(path: &Path) -> io::Result<Option<File>> {
     Ok(Some(file))
 }
 
-/// The listener: `-socket` if given, else the fd 3 that `start` passed.
+/// The listener of a daemon started by hand: `-socket`, claimed here.
 fn listener(flags: &Flags) -> Result<Listener, DaemonError> {
-    if let Some(address) = &flags.socket {
-        let path = wren_shim_protocol::address::socket_path(address)
-            .map_err(DaemonError::SocketAddress)?;
-        return match claim(&path)? {
-            Claim::Listening(listener) => Ok(Listener {
-                fd: UnixListener::into(listener),
-                path: Some(path),
-            }),
-            Claim::AlreadyServed => Err(DaemonError::SocketInUse { path }),
-        };
+    let address = flags.socket.as_ref().ok_or(DaemonError::NoSocket)?;
+    let path =
+        wren_shim_protocol::address::socket_path(address).map_err(DaemonError::SocketAddress)?;
+    match claim(&path)? {
+        Claim::Listening(listener) => Ok(Listener {
+            fd: UnixListener::into(listener),
+            path: Some(path),
+        }),
+        Claim::AlreadyServed => Err(DaemonError::SocketInUse { path }),
     }
-    let address: UnixAddr = getsockname(LISTENER_FD).map_err(DaemonError::NoListener)?;
-    // SAFETY: fd 3 was placed by `start` for this process alone (getsockname just proved it
-    // is an open unix socket); nothing else in the process refers to it, so taking ownership
-    // here cannot double-close or alias it.
-    let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-    // The exec cleared CLOEXEC on purpose; children (runc, loggers) must not inherit it.
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map_err(DaemonError::NoListener)?;
-    Ok(Listener {
-        fd,
-        path: address.path().map(Path::to_owned),
-    })
+}
+
+impl Listener {
+    /// The listener `start` bound and forked with; its path is removed at shutdown.
+    fn inherited(fd: OwnedFd) -> Result<Self, DaemonError> {
+        let address: UnixAddr = getsockname(fd.as_raw_fd()).map_err(DaemonError::NoListener)?;
+        Ok(Self {
+            path: address.path().map(Path::to_owned),
+            fd,
+        })
+    }
+}
+
+/// Closes every fd above stderr but the listener, which moves to fd 3: whatever containerd
+/// (or a test harness) let `start` inherit must not stay open in a daemon that lives as
+/// long as its containers. Nothing else in the process owns an fd at this point.
+fn close_inherited_fds(listener: OwnedFd) -> Result<OwnedFd, DaemonError> {
+    const LISTENER_FD: i32 = 3;
+    let listener = if listener.as_raw_fd() == LISTENER_FD {
+        listener
+    } else {
+        // Replaces (closes) what start inherited on fd 3, if anything.
+        nix::unistd::dup2(listener.as_raw_fd(), LISTENER_FD).map_err(DaemonError::NoListener)?;
+        drop(listener);
+        // SAFETY: dup2 just made fd 3 a copy of the listener, whose original is closed;
+        // nothing else in the process refers to fd 3.
+        let moved = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
+        // The copy lost close-on-exec: runc and the containers must not inherit it.
+        fcntl(moved.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(DaemonError::NoListener)?;
+        moved
+    };
+    // SAFETY: close_range(2) reads and writes no memory, and closes only fds no object in
+    // the process owns (see above). Kernels before 5.9 answer ENOSYS and keep them open.
+    let _ = unsafe { libc::syscall(libc::SYS_close_range, LISTENER_FD + 1, libc::c_uint::MAX, 0) };
+    Ok(listener)
 }

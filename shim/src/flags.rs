@@ -72,7 +72,8 @@ pub struct Flags {
     pub bundle: Option<PathBuf>,
     /// `-debug`: log at debug level.
     pub debug: bool,
-    /// `-socket`: a socket address for the daemon to bind itself instead of inheriting fd 3.
+    /// `-socket`: the socket address a daemon started by hand binds (`start` forks its daemon
+    /// with the socket already bound).
     pub socket: Option<String>,
     /// `-v` or `-version`: print the version.
     pub version: bool,
@@ -93,7 +94,7 @@ pub enum Invocation {
     Version,
     /// `-info`: print the runtime info protobuf.
     Info,
-    /// `start`: create the socket, spawn the daemon, print its address.
+    /// `start`: create the socket, fork the daemon, print its address.
     Start,
     /// `delete`: clean up after a dead shim, print a `DeleteResponse`.
     Delete,

@@ -11,7 +11,7 @@
 //!
 //! The framework does the rest of the shim v2 contract (docs/protocol.md §0-§3):
 //! - the launch protocol: Go-style flags ([`flags`]), `start` (socket naming and pod grouping
-//!   ([`socket`]), stdin decoding ([`start_input`]), daemon spawn ([`launch`])), `delete`,
+//!   ([`socket`]), stdin decoding ([`start_input`]), the daemon forked ([`launch`])), `delete`,
 //!   `-info` and `-v`;
 //! - the daemon ([`daemon`]): subreaper, signals ([`signals`]), logging to containerd's `log`
 //!   FIFO ([`logger`]), the reaper and exit monitor ([`reaper`]), the ordered event publisher
@@ -147,7 +147,10 @@ fn run_invocation<R: Runtime>(args: impl Iterator<Item = String>) -> Result<(), 
             write_stdout(text.as_bytes())
         }
         Invocation::Info => info::<R>(),
-        Invocation::Start => write_stdout(launch::start::<R>(&flags)?.as_bytes()),
+        Invocation::Start => match launch::start::<R>(&flags)? {
+            launch::Started::Address(address) => write_stdout(address.as_bytes()),
+            launch::Started::Served => Ok(()),
+        },
         Invocation::Delete => delete::<R>(&flags),
         Invocation::Daemon => Ok(daemon::serve::<R>(&flags)?),
     }

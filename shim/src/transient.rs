@@ -3,11 +3,12 @@
 //! Every thread that exists only while there is work (the [`crate::pool`] threads, a
 //! runtime's helpers) starts through [`spawn`]. When the last of them ends, the burst is
 //! over and what it freed goes back to the kernel:
-//! - the heap: glibc keeps freed memory in its free lists until trimmed;
-//! - the threads' stacks: with its stack cache off (as the daemon sets it) glibc unmaps an
-//!   ended thread's stack when the thread is joined, but a detached thread cannot unmap
-//!   the stack it runs on: it is unmapped when the next thread ends, so the last stack of
-//!   a burst would stay (12 to 24 KiB resident).
+//! - the heap: glibc keeps freed memory in its free lists until trimmed (musl gives it back
+//!   by itself; trimming is then a no-op, see `shim/src/memory.rs`);
+//! - the threads' stacks: musl, and glibc with its stack cache off (as the daemon sets it),
+//!   unmap an ended thread's stack when the thread is joined, but a detached thread cannot
+//!   unmap the stack it runs on: it is unmapped when the next thread ends, so the last stack
+//!   of a burst would stay (12 to 24 KiB resident).
 //!
 //! In the daemon, ended threads are therefore handed to its main loop, which joins them and
 //! then trims the heap: by then the threads have also freed what their exit frees (thread

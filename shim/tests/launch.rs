@@ -6,6 +6,7 @@ mod events_recorder;
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -124,8 +125,13 @@ impl Containerd {
         child.wait_with_output().unwrap()
     }
 
-    /// Runs `start` and connects to the address it printed.
+    /// Runs `start` and connects to the address it printed. `start` inherits a stray fd (a
+    /// pipe without close-on-exec, as a careless parent might leave), which the daemon must
+    /// not keep.
     fn start(&mut self, bundle: &Path, id: &str, stdin: &[u8]) -> (String, TaskClient, u32) {
+        let (stray, _stray_write) = nix::unistd::pipe().unwrap();
+        let stray_inode =
+            std::fs::read_link(format!("/proc/self/fd/{}", stray.as_raw_fd())).unwrap();
         let output = self.run(bundle, id, &["start"], stdin);
         assert!(
             output.status.success(),
@@ -140,6 +146,14 @@ impl Containerd {
         let client = TaskClient::new(ttrpc::Client::connect(&address).unwrap());
         let shim_pid = connect(&client, id).shim_pid;
         self.daemons.push(i32::try_from(shim_pid).unwrap());
+        let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{shim_pid}/fd"))
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .collect();
+        assert!(
+            !held.contains(&stray_inode),
+            "the daemon kept an inherited fd: {held:?}"
+        );
         (address, client, shim_pid)
     }
 
