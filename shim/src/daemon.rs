@@ -1,10 +1,12 @@
-//! The long-lived daemon: set up the process, serve until shutdown.
+//! The long-lived daemon: set up the process, serve until shutdown. containerd's daemon is
+//! the process `start` forked ([`crate::launch`]); one started by hand binds `-socket`.
 //!
 //! The main thread runs one epoll loop over the listener, the client connections, the
 //! signal pipes (SIGCHLD reaps here), the shutdown trigger, the threads that ended
-//! (joined here, see [`transient`]) and the runtime's own fds ([`crate::loop_sources`]). Everything else runs on threads that exist only while
-//! they have work: "rpc" workers for requests and the "publisher" for events. On shutdown
-//! it stops accepting, flushes the events and removes the socket.
+//! (joined here, see [`transient`]) and the runtime's own fds ([`crate::loop_sources`]).
+//! Everything else runs on threads that exist only while they have work: "rpc" workers for
+//! requests and the "publisher" for events. On shutdown it stops accepting, flushes the
+//! events and removes the socket.
 
 use std::fs::File;
 use std::io;

@@ -104,8 +104,12 @@ pub enum Started {
 /// setup failure.
 pub fn start<R: Runtime>(flags: &Flags) -> Result<Started, StartError> {
     let bundle = std::env::current_dir().map_err(StartError::Cwd)?;
-    let stdin = read_stdin().map_err(StartError::ReadStdin)?;
-    let input = StartInput::decode(&stdin, &flags.namespace, &flags.id)?;
+    // Decoded and dropped: the forked daemon keeps start's stack for its whole life.
+    let input = StartInput::decode(
+        &read_stdin().map_err(StartError::ReadStdin)?,
+        &flags.namespace,
+        &flags.id,
+    )?;
     let group = R::grouping_id(&read_spec(&bundle)?, &flags.id);
     let dir = input.socket_dir().unwrap_or(Path::new(DEFAULT_SOCKET_DIR));
     let path = socket_path(dir, &flags.address, &flags.namespace, &group);
