@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{getsockname, UnixAddr};
 
 use crate::flags::Flags;
@@ -157,7 +157,8 @@ pub(crate) fn serve_forked<R: Runtime>(
     // (containerd's Go shim does the same).
     let own = nix::unistd::Pid::from_raw(0);
     nix::unistd::setpgid(own, own).map_err(DaemonError::ProcessGroup)?;
-    let listener = Listener::inherited(close_inherited_fds(listener)?)?;
+    close_inherited_fds(listener.as_fd());
+    let listener = Listener::inherited(listener)?;
     serve_on::<R>(flags, listener, input)
 }
 
@@ -390,27 +391,20 @@ impl Listener {
     }
 }
 
-/// Closes every fd above stderr but the listener, which moves to fd 3: whatever containerd
-/// (or a test harness) let `start` inherit must not stay open in a daemon that lives as
-/// long as its containers. Nothing else in the process owns an fd at this point.
-fn close_inherited_fds(listener: OwnedFd) -> Result<OwnedFd, DaemonError> {
-    const LISTENER_FD: i32 = 3;
-    let listener = if listener.as_raw_fd() == LISTENER_FD {
-        listener
-    } else {
-        // Replaces (closes) what start inherited on fd 3, if anything.
-        nix::unistd::dup2(listener.as_raw_fd(), LISTENER_FD).map_err(DaemonError::NoListener)?;
-        drop(listener);
-        // SAFETY: dup2 just made fd 3 a copy of the listener, whose original is closed;
-        // nothing else in the process refers to fd 3.
-        let moved = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-        // The copy lost close-on-exec: runc and the containers must not inherit it.
-        fcntl(moved.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(DaemonError::NoListener)?;
-        moved
-    };
-    // SAFETY: close_range(2) reads and writes no memory, and closes only fds no object in
-    // the process owns (see above). Kernels before 5.9 answer ENOSYS and keep them open.
-    let _ = unsafe { libc::syscall(libc::SYS_close_range, LISTENER_FD + 1, libc::c_uint::MAX, 0) };
-    Ok(listener)
+/// Closes every fd above stderr but the listener: whatever containerd (or a test harness)
+/// let `start` inherit must not stay open in a daemon that lives as long as its containers.
+/// Nothing else in the process owns an fd at this point.
+fn close_inherited_fds(listener: BorrowedFd<'_>) {
+    let listener = libc::c_uint::try_from(listener.as_raw_fd()).unwrap_or(libc::c_uint::MAX);
+    let first = libc::c_uint::try_from(libc::STDERR_FILENO + 1).unwrap_or(libc::c_uint::MAX);
+    for (low, high) in [
+        (first, listener.saturating_sub(1)),
+        (listener.saturating_add(1), libc::c_uint::MAX),
+    ] {
+        if low <= high {
+            // SAFETY: close_range(2) reads and writes no memory, and closes only fds no object
+            // in the process owns (see above). Kernels before 5.9 answer ENOSYS and keep them.
+            let _ = unsafe { libc::syscall(libc::SYS_close_range, low, high, 0) };
+        }
+    }
 }

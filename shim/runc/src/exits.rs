@@ -217,8 +217,8 @@ impl Lifecycle {
     /// A started exec's exit is recorded here, the fast path: taken out of `running` (and
     /// copied to every start in flight), recorded with its TaskExit queued, and, if its init's
     /// exit was waiting for it, [`Message::ExecsDone`] queued for the exits thread, which
-    /// finishes the init (its OOM flush waits for the main loop, which serves the watcher). Any other exit
-    /// somebody waits for goes to the exits queue.
+    /// finishes the init (its OOM flush waits for the main loop, which serves the watcher).
+    /// Any other exit somebody waits for goes to the exits queue.
     ///
     /// Lock order, outermost first: the monitor's `reaping` (write) and `subscribers`; then
     /// `tracking`; then one process's `inner`; then the state of the publisher's queue and of
