@@ -19,15 +19,13 @@ use std::io::{self, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 
 use crate::daemon;
 use crate::flags::Flags;
 use crate::runtime::Runtime;
 use crate::socket::{claim, socket_address, socket_path, Claim, SocketError, DEFAULT_SOCKET_DIR};
-use crate::start_input::{read_spec, StartInput, StartInputError};
+use crate::start_input::{read_annotations, StartInput, StartInputError};
 
 /// The highest `oom_score_adj`.
 const OOM_SCORE_ADJ_MAX: i32 = 1000;
@@ -53,8 +51,8 @@ pub enum StartError {
     /// The forked daemon could not serve.
     #[error("the shim daemon failed")]
     Serve(#[source] daemon::DaemonError),
-    /// The daemon could not be moved into the shim cgroup.
-    #[error("failed to move the daemon into cgroup {cgroup}")]
+    /// `start` (and so the daemon) could not join the shim cgroup.
+    #[error("failed to join cgroup {cgroup}")]
     JoinCgroup {
         /// The cgroup path.
         cgroup: String,
@@ -68,15 +66,9 @@ pub enum StartError {
         /// The cgroup path.
         cgroup: String,
     },
-    /// The daemon's oom_score_adj could not be set.
-    #[error("failed to adjust the oom score of pid {pid}")]
-    OomScore {
-        /// The daemon's pid.
-        pid: u32,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    /// `start`'s (and so the daemon's) oom_score_adj could not be set.
+    #[error("failed to adjust the oom score")]
+    OomScore(#[source] io::Error),
     /// `<bundle>/address` could not be written.
     #[error("failed to write {path}")]
     WriteAddress {
@@ -100,7 +92,7 @@ pub enum Started {
 /// Runs `start`: returns the address to print, or, in the forked daemon, once it stopped.
 ///
 /// # Errors
-/// Any failure; a freshly forked daemon is killed and its socket removed. In the daemon, a
+/// Any failure before the fork, with the socket this call bound removed. In the daemon, a
 /// setup failure.
 pub fn start<R: Runtime>(flags: &Flags) -> Result<Started, StartError> {
     let bundle = std::env::current_dir().map_err(StartError::Cwd)?;
@@ -110,31 +102,35 @@ pub fn start<R: Runtime>(flags: &Flags) -> Result<Started, StartError> {
         &flags.namespace,
         &flags.id,
     )?;
-    let group = R::grouping_id(&read_spec(&bundle)?, &flags.id);
+    let group = R::grouping_id(&read_annotations(&bundle)?, &flags.id);
     let dir = input.socket_dir().unwrap_or(Path::new(DEFAULT_SOCKET_DIR));
     let path = socket_path(dir, &flags.address, &flags.namespace, &group);
     let address = socket_address(&path);
 
-    if let Claim::Listening(listener) = claim(&path)? {
-        match launch::<R>(flags, &input, listener.into()) {
-            Ok(Forked::Parent) => {}
-            Ok(Forked::Daemon(served)) => {
-                return served.map(|()| Started::Served).map_err(StartError::Serve)
-            }
-            Err(error) => {
-                // The socket was ours: leave no file that looks like a live shim's.
-                let _ = std::fs::remove_file(&path);
-                return Err(error);
-            }
+    let Claim::Listening(listener) = claim(&path)? else {
+        write_address(&bundle, &address)?;
+        return Ok(Started::Address(address));
+    };
+    // Everything the daemon inherits is settled first, so that after the fork `start` only
+    // prints and exits, and the daemon runs alone sooner.
+    let shim_cgroup = input.runtime_options().and_then(R::shim_cgroup);
+    let forked = place_self(shim_cgroup.as_deref())
+        .and_then(|()| write_address(&bundle, &address))
+        .and_then(|()| fork_daemon::<R>(flags, &input, listener.into()));
+    match forked {
+        Ok(Forked::Parent) => Ok(Started::Address(address)),
+        Ok(Forked::Daemon(served)) => served.map(|()| Started::Served).map_err(StartError::Serve),
+        Err(error) => {
+            // The socket was ours: leave no file that looks like a live shim's.
+            let _ = std::fs::remove_file(&path);
+            Err(error)
         }
     }
-    write_address(&bundle, &address)?;
-    Ok(Started::Address(address))
 }
 
-/// Which side of the fork [`launch`] returned in.
+/// Which side of the fork [`fork_daemon`] returned in.
 enum Forked {
-    /// `start`, with the daemon placed.
+    /// `start`.
     Parent,
     /// The daemon, after serving.
     Daemon(Result<(), daemon::DaemonError>),
@@ -160,16 +156,14 @@ fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
         .map_err(|source| StartError::WriteAddress { path, source })
 }
 
-/// Forks the daemon and places it (shim cgroup, OOM score). In the child it serves until
-/// shut down before returning.
-fn launch<R: Runtime>(
+/// Forks the daemon; in the child it serves until shut down before returning.
+fn fork_daemon<R: Runtime>(
     flags: &Flags,
     input: &StartInput,
     listener: OwnedFd,
 ) -> Result<Forked, StartError> {
     let mut daemon_flags = flags.clone();
     daemon_flags.debug |= input.wants_debug();
-    let shim_cgroup = input.runtime_options().and_then(R::shim_cgroup);
     // SAFETY: start runs no thread besides this one, so the child is a whole copy of the
     // process: no lock in it is held by a thread the fork left behind, and it may go on
     // running the same program (allocating, logging, starting threads) as the daemon.
@@ -179,27 +173,18 @@ fn launch<R: Runtime>(
             listener,
             input,
         ))),
-        ForkResult::Parent { child } => {
-            // The daemon holds its own copy now; the parent's must not outlive start.
-            drop(listener);
-            let placed = place(child, shim_cgroup.as_deref());
-            if placed.is_err() {
-                // start runs no reaper: waiting here is safe.
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-            }
-            placed.map(|()| Forked::Parent)
-        }
+        // The daemon holds its own copy of the listener now; this one closes on return.
+        ForkResult::Parent { .. } => Ok(Forked::Parent),
     }
 }
 
-/// Moves the daemon into the shim cgroup, if the options name one, and sets its OOM score.
-fn place(daemon: Pid, shim_cgroup: Option<&str>) -> Result<(), StartError> {
-    let pid = daemon.as_raw().unsigned_abs();
+/// Moves `start` into the shim cgroup, if the options name one, and sets its OOM score: the
+/// daemon it forks next inherits both, as containerd's own shim sets them on its daemon.
+fn place_self(shim_cgroup: Option<&str>) -> Result<(), StartError> {
     if let Some(cgroup) = shim_cgroup {
-        join_cgroup(Path::new("/sys/fs/cgroup"), cgroup, pid)?;
+        join_cgroup(Path::new("/sys/fs/cgroup"), cgroup, std::process::id())?;
     }
-    adjust_oom_score(pid)
+    adjust_oom_score()
 }
 
 /// Writes `pid` into `cgroup` in every hierarchy under `root` that has it (v1), or into the
@@ -237,10 +222,10 @@ fn join_cgroup(root: &Path, cgroup: &str, pid: u32) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Sets the daemon's `oom_score_adj` to containerd's (start's parent's) plus one, so the OOM
-/// killer picks a shim before containerd.
-fn adjust_oom_score(pid: u32) -> Result<(), StartError> {
-    let oom_error = |source| StartError::OomScore { pid, source };
+/// Sets `start`'s (and so the daemon's) `oom_score_adj` to containerd's (start's parent's)
+/// plus one, so the OOM killer picks a shim before containerd.
+fn adjust_oom_score() -> Result<(), StartError> {
+    let oom_error = StartError::OomScore;
     let parent = std::os::unix::process::parent_id();
     let text =
         std::fs::read_to_string(format!("/proc/{parent}/oom_score_adj")).map_err(oom_error)?;
@@ -249,7 +234,7 @@ fn adjust_oom_score(pid: u32) -> Result<(), StartError> {
         .parse()
         .map_err(|_| oom_error(io::Error::new(io::ErrorKind::InvalidData, text.clone())))?;
     let score = parent_score.saturating_add(1).min(OOM_SCORE_ADJ_MAX);
-    std::fs::write(format!("/proc/{pid}/oom_score_adj"), score.to_string()).map_err(oom_error)
+    std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(oom_error)
 }
 
 #[cfg(test)]

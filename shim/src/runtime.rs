@@ -29,6 +29,7 @@ use crate::loop_sources::MainLoopSources;
 use crate::publisher::Publisher;
 use crate::server::{Dispatch, RawReply, Reply, RequestContext};
 use crate::shutdown::{ShutdownReason, ShutdownTrigger};
+use crate::start_input::Annotations;
 use crate::status::unimplemented;
 use wren_process::Monitor;
 
@@ -124,10 +125,11 @@ pub trait Runtime: TaskService + Sized {
             .filter(|cgroup| !cgroup.is_empty())
     }
 
-    /// The id that names the socket: tasks with the same one share a daemon. The default
-    /// reads the `io.containerd.runc.v2.group` then `io.kubernetes.cri.sandbox-id` annotations.
-    fn grouping_id(spec: &serde_json::Value, id: &str) -> String {
-        crate::start_input::grouping_id(spec, id)
+    /// The id that names the socket, from the bundle spec's annotations: tasks with the
+    /// same one share a daemon. The default reads the `io.containerd.runc.v2.group` then
+    /// `io.kubernetes.cri.sandbox-id` annotations.
+    fn grouping_id(annotations: &Annotations, id: &str) -> String {
+        crate::start_input::grouping_id(annotations, id)
     }
 }
 

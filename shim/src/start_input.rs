@@ -5,6 +5,7 @@
 //! may parse as the other, so `BootstrapParams` is only believed when its instance id and
 //! namespace match the flags, as containerd's own shims check.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use protobuf::well_known_types::any::Any;
@@ -129,31 +130,39 @@ impl StartInput {
 }
 
 /// The id whose hash names the socket: the first group annotation present, else `id`.
-pub fn grouping_id(spec: &serde_json::Value, id: &str) -> String {
-    let annotations = spec.get("annotations");
+pub fn grouping_id(annotations: &Annotations, id: &str) -> String {
     GROUP_ANNOTATIONS
         .iter()
-        .find_map(|key| {
-            annotations?
-                .get(key)?
-                .as_str()
-                .filter(|group| !group.is_empty())
-        })
-        .unwrap_or(id)
+        .find_map(|key| annotations.get(*key).filter(|group| !group.is_empty()))
+        .map_or(id, String::as_str)
         .to_owned()
 }
 
-/// Reads `<bundle>/config.json` as untyped JSON (only annotations are needed here).
+/// A spec's `annotations`.
+pub type Annotations = HashMap<String, String>;
+
+/// The one part of `config.json` that `start` reads. Every other field is skipped unbuilt:
+/// `start` is on the path of every container's start-up.
+#[derive(serde::Deserialize)]
+struct SpecAnnotations {
+    #[serde(default)]
+    annotations: Option<Annotations>,
+}
+
+/// Reads the annotations of `<bundle>/config.json`.
 ///
 /// # Errors
-/// Returns an error if the file is missing or is not JSON.
-pub fn read_spec(bundle: &Path) -> Result<serde_json::Value, StartInputError> {
+/// Returns an error if the file is missing, is not JSON, or has annotations that are not
+/// all strings.
+pub fn read_annotations(bundle: &Path) -> Result<Annotations, StartInputError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| StartInputError::ReadSpec {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_slice(&text).map_err(|source| StartInputError::ParseSpec { path, source })
+    serde_json::from_slice::<SpecAnnotations>(&text)
+        .map(|spec| spec.annotations.unwrap_or_default())
+        .map_err(|source| StartInputError::ParseSpec { path, source })
 }
 
 #[cfg(test)]
@@ -232,19 +241,61 @@ mod tests {
         assert!(matches!(error, StartInputError::Undecodable { len: 3, .. }));
     }
 
+    fn annotations(pairs: &[(&str, &str)]) -> Annotations {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn grouping_prefers_runc_group_then_sandbox_id() {
-        let both = serde_json::json!({"annotations": {
-            "io.kubernetes.cri.sandbox-id": "sandbox",
-            "io.containerd.runc.v2.group": "group",
-        }});
+        let both = annotations(&[
+            ("io.kubernetes.cri.sandbox-id", "sandbox"),
+            ("io.containerd.runc.v2.group", "group"),
+        ]);
         assert_eq!(grouping_id(&both, "c1"), "group");
-        let sandbox = serde_json::json!({"annotations": {"io.kubernetes.cri.sandbox-id": "sb"}});
+        let sandbox = annotations(&[("io.kubernetes.cri.sandbox-id", "sb")]);
         assert_eq!(grouping_id(&sandbox, "c1"), "sb");
-        assert_eq!(
-            grouping_id(&serde_json::json!({"annotations": {}}), "c1"),
-            "c1"
+        let empty_group = annotations(&[("io.containerd.runc.v2.group", "")]);
+        assert_eq!(grouping_id(&empty_group, "c1"), "c1");
+        assert_eq!(grouping_id(&Annotations::new(), "c1"), "c1");
+    }
+
+    fn bundle_with(spec: &str) -> tempfile::TempDir {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(bundle.path().join("config.json"), spec).unwrap();
+        bundle
+    }
+
+    #[test]
+    fn reads_only_the_annotations_of_a_spec() {
+        let bundle = bundle_with(
+            r#"{"ociVersion":"1.1.0","process":{"args":["sh"],"env":[]},
+                "annotations":{"io.kubernetes.cri.sandbox-id":"sb","other":"x"}}"#,
         );
-        assert_eq!(grouping_id(&serde_json::json!({}), "c1"), "c1");
+        let read = read_annotations(bundle.path()).unwrap();
+        assert_eq!(
+            read,
+            annotations(&[("io.kubernetes.cri.sandbox-id", "sb"), ("other", "x")])
+        );
+    }
+
+    #[test]
+    fn a_spec_without_annotations_has_none() {
+        for spec in [r#"{"ociVersion":"1.1.0"}"#, r#"{"annotations":null}"#] {
+            let bundle = bundle_with(spec);
+            assert_eq!(read_annotations(bundle.path()).unwrap(), Annotations::new());
+        }
+    }
+
+    #[test]
+    fn a_spec_that_is_not_json_is_an_error() {
+        let bundle = bundle_with("{\"annotations\": ");
+        let error = read_annotations(bundle.path()).unwrap_err();
+        assert!(matches!(error, StartInputError::ParseSpec { .. }));
+        let missing = tempfile::tempdir().unwrap();
+        let error = read_annotations(missing.path()).unwrap_err();
+        assert!(matches!(error, StartInputError::ReadSpec { .. }));
     }
 }
