@@ -134,25 +134,17 @@ pub fn serve<R: Runtime>(flags: &Flags) -> Result<(), DaemonError> {
     serve_on::<R>(flags, listener, &StartInput::Empty)
 }
 
-/// The daemon `start` forked: lets go of `start`'s output, then serves on `listener` with the
-/// options `start` decoded, until shut down.
+/// The daemon `start` forked, with stdio already pointed away from containerd's pipe (the
+/// log FIFO for stderr): serves on `listener` with the options `start` decoded, until shut
+/// down.
 ///
 /// # Errors
-/// Any setup failure (after the redirection, errors printed on stderr reach containerd's
-/// log FIFO).
+/// Any setup failure (printed on stderr, they reach containerd's log).
 pub(crate) fn serve_forked<R: Runtime>(
     flags: &Flags,
     listener: OwnedFd,
     input: &StartInput,
 ) -> Result<(), DaemonError> {
-    // First: containerd reads start's output until every copy of it is closed, this one too.
-    if let Err(error) = redirect_stdio() {
-        // Nothing may be written there (containerd parses it): drop it silently; the closed
-        // listener then refuses containerd.
-        let _ = nix::unistd::close(libc::STDOUT_FILENO);
-        let _ = nix::unistd::close(libc::STDERR_FILENO);
-        return Err(error);
-    }
     // Out of containerd's process group, so that a signal to that group spares the shim
     // (containerd's Go shim does the same).
     let own = nix::unistd::Pid::from_raw(0);
@@ -321,16 +313,17 @@ fn shut_down<S: TaskService>(
 }
 
 /// fds 0 and 1 to /dev/null; fd 2 to containerd's `log` FIFO (or /dev/null without one).
-fn redirect_stdio() -> Result<(), DaemonError> {
+/// Both are opened before any fd is replaced, so that a failure leaves stdio as it was.
+pub(crate) fn redirect_stdio() -> Result<(), DaemonError> {
     let redirect_error = |what| move |source| DaemonError::Redirect { what, source };
     let null = File::options()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map_err(redirect_error("stdin"))?;
+    let log = open_log_fifo(Path::new("log")).map_err(redirect_error("stderr"))?;
     dup_onto(&null, 0).map_err(redirect_error("stdin"))?;
     dup_onto(&null, 1).map_err(redirect_error("stdout"))?;
-    let log = open_log_fifo(Path::new("log")).map_err(redirect_error("stderr"))?;
     dup_onto(log.as_ref().unwrap_or(&null), 2).map_err(redirect_error("stderr"))?;
     Ok(())
 }

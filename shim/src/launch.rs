@@ -1,9 +1,10 @@
 //! The `start` action: claim the socket, fork the daemon, tell containerd where it listens.
 //!
-//! containerd reads `start`'s combined stdout and stderr until EOF (docs/protocol.md §1.3), so the
-//! daemon's first act is to point both elsewhere, and `start` prints only the address. The
-//! listener is bound here, before the daemon exists: the socket accepts connections the
-//! moment `start` exits, with no readiness handshake.
+//! containerd reads `start`'s combined stdout and stderr until EOF (docs/protocol.md §1.3), so
+//! `start` prints only the address, then points both where the daemon keeps them before it
+//! forks: the daemon never holds containerd's pipe, and EOF comes as `start` exits, however
+//! late the daemon first runs. The listener is bound here, before the daemon exists: the
+//! socket accepts connections the moment `start` exits, with no readiness handshake.
 //!
 //! The daemon is `start` forked, not a second exec of the binary: it goes straight on to serve
 //! with the listener and the options `start` already holds, which saves the exec, the libc's
@@ -69,6 +70,12 @@ pub enum StartError {
     /// `start`'s (and so the daemon's) oom_score_adj could not be set.
     #[error("failed to adjust the oom score")]
     OomScore(#[source] io::Error),
+    /// The address could not be printed.
+    #[error("failed to print the address")]
+    PrintAddress(#[source] io::Error),
+    /// stdio could not be pointed where the daemon keeps it.
+    #[error("failed to hand stdio over to the daemon")]
+    HandOverStdio(#[source] daemon::DaemonError),
     /// `<bundle>/address` could not be written.
     #[error("failed to write {path}")]
     WriteAddress {
@@ -80,21 +87,13 @@ pub enum StartError {
     },
 }
 
-/// What [`start`] was in this process.
-#[derive(Debug)]
-pub enum Started {
-    /// `start` itself, with the address to print.
-    Address(String),
-    /// The daemon `start` forked, which has served and stopped.
-    Served,
-}
-
-/// Runs `start`: returns the address to print, or, in the forked daemon, once it stopped.
+/// Runs `start`: returns once the address is printed, or, in the forked daemon, once it has
+/// served and stopped.
 ///
 /// # Errors
-/// Any failure before the fork, with the socket this call bound removed. In the daemon, a
-/// setup failure.
-pub fn start<R: Runtime>(flags: &Flags) -> Result<Started, StartError> {
+/// Any failure before the fork, with the socket this call bound removed (after the address
+/// is printed, errors reach containerd's log instead); in the daemon, a setup failure.
+pub fn start<R: Runtime>(flags: &Flags) -> Result<(), StartError> {
     let bundle = std::env::current_dir().map_err(StartError::Cwd)?;
     // Decoded and dropped: the forked daemon keeps start's stack for its whole life.
     let input = StartInput::decode(
@@ -109,17 +108,19 @@ pub fn start<R: Runtime>(flags: &Flags) -> Result<Started, StartError> {
 
     let Claim::Listening(listener) = claim(&path)? else {
         write_address(&bundle, &address)?;
-        return Ok(Started::Address(address));
+        return print_address(&address);
     };
-    // Everything the daemon inherits is settled first, so that after the fork `start` only
-    // prints and exits, and the daemon runs alone sooner.
+    // Everything the daemon inherits is settled before the fork, its stdio too: `start`
+    // then only exits, and containerd's pipe reaches EOF with it.
     let shim_cgroup = input.runtime_options().and_then(R::shim_cgroup);
     let forked = place_self(shim_cgroup.as_deref())
         .and_then(|()| write_address(&bundle, &address))
+        .and_then(|()| print_address(&address))
+        .and_then(|()| daemon::redirect_stdio().map_err(StartError::HandOverStdio))
         .and_then(|()| fork_daemon::<R>(flags, &input, listener.into()));
     match forked {
-        Ok(Forked::Parent) => Ok(Started::Address(address)),
-        Ok(Forked::Daemon(served)) => served.map(|()| Started::Served).map_err(StartError::Serve),
+        Ok(Forked::Parent) => Ok(()),
+        Ok(Forked::Daemon(served)) => served.map_err(StartError::Serve),
         Err(error) => {
             // The socket was ours: leave no file that looks like a live shim's.
             let _ = std::fs::remove_file(&path);
@@ -145,6 +146,20 @@ fn read_stdin() -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     stdin.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Writes the address on stdout, unbuffered: std's stdout would keep a buffer for the
+/// daemon's whole life.
+fn print_address(address: &str) -> Result<(), StartError> {
+    let mut rest = address.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(io::stdout(), rest) {
+            Ok(written) => rest = &rest[written..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => return Err(StartError::PrintAddress(errno.into())),
+        }
+    }
+    Ok(())
 }
 
 /// `<bundle>/address`, written atomically (containerd 1.6/1.7 re-dial it after a restart).

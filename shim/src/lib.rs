@@ -147,10 +147,7 @@ fn run_invocation<R: Runtime>(args: impl Iterator<Item = String>) -> Result<(), 
             write_stdout(text.as_bytes())
         }
         Invocation::Info => info::<R>(),
-        Invocation::Start => match launch::start::<R>(&flags)? {
-            launch::Started::Address(address) => write_stdout(address.as_bytes()),
-            launch::Started::Served => Ok(()),
-        },
+        Invocation::Start => Ok(launch::start::<R>(&flags)?),
         Invocation::Delete => delete::<R>(&flags),
         Invocation::Daemon => Ok(daemon::serve::<R>(&flags)?),
     }
