@@ -16,7 +16,7 @@ const USAGE: &str =
                       stats latency), direct (exec and stats over ttrpc to the shim alone, no
                       containerd), lifecycle (cold path and exit → event, shim alone), cold
                       (also exit → event through containerd), wrenctl (`wrenctl run --rm`),
-                      stdout, density
+                      stdout (through ctr, and read from the shim's FIFO alone), density
   --shim NAME=PATH    add a shim binary (repeatable; replaces a default of the same NAME;
                       a missing PATH is an error, a missing default is skipped)
   --no-default-shims  drop the defaults: go=/usr/bin/containerd-shim-runc-v2 and

@@ -144,6 +144,7 @@ fn measure_all(bench: &Bench<'_>, config: &Config) -> Result<Vec<Metric>> {
     if config.runs("stdout") {
         step("stdout throughput");
         metrics.extend(throughput::stdout(bench)?);
+        metrics.extend(throughput::stdout_shim_alone(bench)?);
     }
     if config.runs("density") {
         step(&format!(

@@ -9,19 +9,14 @@
 //! anyone can know.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use crossbeam_channel::Receiver;
-use wren_manager::client::CreateTask;
-use wren_manager::events::{Event, EventPayload, EventSink};
-use wren_manager::launch::{ShimConfig, ShimDebug};
-use wren_manager::shim::Shim as Daemon;
-use wren_manager::shim_log::ShimLog;
-use wren_shim_protocol::runc;
+use wren_manager::events::EventPayload;
 use wren_tests::unique_id;
 
+use super::lab::{Lab, Trial};
 use super::latency::overhead;
 use super::{fill, millis, Bench, Subject};
 use crate::cli::Shim;
@@ -33,12 +28,12 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The cold path and exit latency rows.
 pub fn cold_path_and_exit(bench: &Bench<'_>) -> Result<Vec<Metric>> {
-    let lab = Lab::new(bench)?;
+    let lab = Lab::new(bench, "lifecycle")?;
     let subjects = bench.subjects();
     let cold =
         bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, _| match subject {
             Subject::Floor => floor_create_start_delete(bench, &unique_id("cold-floor")),
-            Subject::Shim(shim) => lab.shim_cold_path(bench, shim),
+            Subject::Shim(shim) => shim_cold_path(&lab, bench, shim),
         })?;
     let mut cold_metric = Metric::new(
         "direct_cold_ms",
@@ -55,7 +50,7 @@ pub fn cold_path_and_exit(bench: &Bench<'_>) -> Result<Vec<Metric>> {
     let exit =
         bench.warm_then_measure(&subjects, bench.sizes.trials, |subject, _| match subject {
             Subject::Floor => floor_exit(bench),
-            Subject::Shim(shim) => lab.shim_exit(bench, shim),
+            Subject::Shim(shim) => shim_exit(&lab, bench, shim),
         })?;
     let mut exit_metric = Metric::new(
         "direct_exit_event_ms",
@@ -67,153 +62,43 @@ pub fn cold_path_and_exit(bench: &Bench<'_>) -> Result<Vec<Metric>> {
     Ok(vec![cold_metric, cold_overhead, exit_metric])
 }
 
-/// The private namespace, runc root and bundles of this group; removed on drop.
-#[derive(Debug)]
-struct Lab {
-    dir: PathBuf,
-    namespace: String,
-    /// The shims' `-address`: nobody listens; shims hash it into their socket name.
-    grpc_address: PathBuf,
-    runc_root: PathBuf,
+/// Create → Start → Wait → Delete of /bin/true over ttrpc, in ms.
+fn shim_cold_path(lab: &Lab, bench: &Bench<'_>, shim: &Shim) -> Result<f64> {
+    let trial = Trial::launch(lab, bench, shim, &["/bin/true"])?;
+    let client = trial.daemon()?.client();
+    let started = Instant::now();
+    client.create(&trial.create)?;
+    client.start(&trial.id, "")?;
+    let exit = client.wait(&trial.id, "")?;
+    client.delete(&trial.id, "")?;
+    let elapsed = started.elapsed();
+    if exit.status != 0 {
+        bail!("/bin/true exited with status {}", exit.status);
+    }
+    Ok(millis(elapsed))
 }
 
-impl Lab {
-    fn new(bench: &Bench<'_>) -> Result<Self> {
-        let dir = bench.containerd.scratch("lifecycle")?;
-        Ok(Self {
-            namespace: format!("{}-lifecycle", bench.containerd.namespace()),
-            grpc_address: dir.join("grpc.sock"),
-            runc_root: dir.join("runc"),
-            dir,
-        })
-    }
-
-    /// Create → Start → Wait → Delete of /bin/true over ttrpc, in ms.
-    fn shim_cold_path(&self, bench: &Bench<'_>, shim: &Shim) -> Result<f64> {
-        let trial = Trial::launch(self, bench, shim, &["/bin/true"])?;
-        let client = trial.daemon()?.client();
-        let started = Instant::now();
-        client.create(&trial.create)?;
-        client.start(&trial.id, "")?;
-        let exit = client.wait(&trial.id, "")?;
-        client.delete(&trial.id, "")?;
-        let elapsed = started.elapsed();
-        if exit.status != 0 {
-            bail!("/bin/true exited with status {}", exit.status);
+/// A sleeper's init killed with SIGKILL; ms until its `/tasks/exit` event arrives.
+fn shim_exit(lab: &Lab, bench: &Bench<'_>, shim: &Shim) -> Result<f64> {
+    let trial = Trial::launch(lab, bench, shim, &["sleep", "86400"])?;
+    let client = trial.daemon()?.client();
+    let pid = client.create(&trial.create)?;
+    client.start(&trial.id, "")?;
+    // Events published before the kill (create, start) are not what is timed.
+    while trial.events.try_recv().is_ok() {}
+    let pid = i32::try_from(pid).context("init pid")?;
+    let started = Instant::now();
+    sys::kill(pid, libc::SIGKILL);
+    let until = started + DEADLINE;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let event = trial
+            .events
+            .recv_timeout(left)
+            .context("no /tasks/exit event")?;
+        if matches!(event.payload, EventPayload::Exit(ref exit) if exit.container_id == trial.id) {
+            return Ok(millis(started.elapsed()));
         }
-        Ok(millis(elapsed))
-    }
-
-    /// A sleeper's init killed with SIGKILL; ms until its `/tasks/exit` event arrives.
-    fn shim_exit(&self, bench: &Bench<'_>, shim: &Shim) -> Result<f64> {
-        let trial = Trial::launch(self, bench, shim, &["sleep", "86400"])?;
-        let client = trial.daemon()?.client();
-        let pid = client.create(&trial.create)?;
-        client.start(&trial.id, "")?;
-        // Events published before the kill (create, start) are not what is timed.
-        while trial.events.try_recv().is_ok() {}
-        let pid = i32::try_from(pid).context("init pid")?;
-        let started = Instant::now();
-        sys::kill(pid, libc::SIGKILL);
-        let until = started + DEADLINE;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let event = trial
-                .events
-                .recv_timeout(left)
-                .context("no /tasks/exit event")?;
-            if matches!(event.payload, EventPayload::Exit(ref exit) if exit.container_id == trial.id)
-            {
-                return Ok(millis(started.elapsed()));
-            }
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Backstop for a trial whose teardown failed: containers left in our runc root.
-        let root = self.runc_root.join(&self.namespace);
-        for id in sys::dir_names(&root) {
-            let mut cmd = std::process::Command::new("runc");
-            cmd.arg("--root")
-                .arg(&root)
-                .args(["delete", "--force", &id]);
-            if let Err(err) = proc::run_quiet(&mut cmd, DEADLINE) {
-                eprintln!("cleanup: runc delete {id}: {err:#}");
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One shim launched for one container, with its events; torn down on drop.
-struct Trial {
-    id: String,
-    bundle: PathBuf,
-    create: CreateTask,
-    daemon: Option<Daemon>,
-    events: Receiver<Event>,
-    /// Dropped after the daemon: shims flush their last events during teardown.
-    _sink: EventSink,
-}
-
-impl Trial {
-    fn launch(lab: &Lab, bench: &Bench<'_>, shim: &Shim, args: &[&str]) -> Result<Self> {
-        let id = unique_id(&format!("life-{}", shim.name));
-        // The Go shim's `delete` action finds the bundle as `<dirname(cwd)>/<id>`.
-        let bundle = lab.dir.join(&id);
-        bench.floor.write_bundle(&bundle, &id, args)?;
-        for sub in ["rootfs", "work"] {
-            fs::create_dir_all(bundle.join(sub)).with_context(|| format!("create {sub} dir"))?;
-        }
-        let (sender, events) = crossbeam_channel::unbounded();
-        let sink = EventSink::bind(&bundle.join("events.sock"), sender).context("events sink")?;
-        let config = ShimConfig {
-            binary: shim.binary.clone(),
-            namespace: lab.namespace.clone(),
-            id: id.clone(),
-            bundle: bundle.clone(),
-            grpc_address: lab.grpc_address.clone(),
-            events_address: sink.path().to_path_buf(),
-            publish_binary: PathBuf::from("/usr/bin/containerd"),
-            debug: ShimDebug::Off,
-        };
-        let options = runc::Options {
-            root: lab.runc_root.display().to_string(),
-            ..Default::default()
-        };
-        let daemon = Daemon::launch(config, Some(&options), &ShimLog::Discard)
-            .with_context(|| format!("launch {}", shim.name))?;
-        let create = CreateTask {
-            id: id.clone(),
-            bundle: bundle.clone(),
-            options: Some(options),
-            ..Default::default()
-        };
-        Ok(Self {
-            id,
-            bundle,
-            create,
-            daemon: Some(daemon),
-            events,
-            _sink: sink,
-        })
-    }
-
-    fn daemon(&self) -> Result<&Daemon> {
-        self.daemon.as_ref().context("no shim")
-    }
-}
-
-impl Drop for Trial {
-    fn drop(&mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            if let Err(err) = super::kill_and_teardown(daemon, &self.id) {
-                eprintln!("cleanup: lifecycle shim {}: {}", self.id, err);
-            }
-        }
-        let _ = fs::remove_dir_all(&self.bundle);
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod direct;
 pub mod events;
 pub mod fleet;
+mod lab;
 pub mod latency;
 pub mod lifecycle;
 pub mod memory;

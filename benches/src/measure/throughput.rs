@@ -1,8 +1,14 @@
 //! stdout throughput: `dd` writes zeros in the container, the bench drains `ctr run`'s (or,
 //! for the floor, `runc run`'s) stdout like `cat > /dev/null` would, and times the stream
-//! from its first byte to EOF, so container start-up does not dilute the rate.
+//! from its first byte to EOF, so container start-up does not dilute the rate. The "shim
+//! alone" row reads the shim's stdout FIFO itself, as containerd's client would, with no
+//! `ctr` copying it on.
 
+use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,9 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use wren_tests::unique_id;
 
+use super::lab::{Lab, Trial};
 use super::{fill, Bench, Subject};
-use crate::proc;
+use crate::cli::Shim;
 use crate::report::{Better, Metric};
+use crate::{proc, sys};
 
 /// How long one stream may take (1 GiB at a pathological 10 MB/s).
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -74,6 +82,97 @@ pub fn stdout(bench: &Bench<'_>) -> Result<Vec<Metric>> {
     Ok(vec![steady, whole])
 }
 
+/// Streams of `sizes.stream_bytes` through each shim alone, driven over ttrpc, against the
+/// same `runc run` floor.
+pub fn stdout_shim_alone(bench: &Bench<'_>) -> Result<Vec<Metric>> {
+    let bytes = bench.sizes.stream_bytes;
+    let count = format!("count={}", bytes >> 20);
+    let dd = ["dd", "if=/dev/zero", "bs=1M", count.as_str()];
+    let lab = Lab::new(bench, "stdout")?;
+    let subjects = bench.subjects();
+    let results = bench.warm_then_measure(&subjects, bench.sizes.stream_trials, |subject, _| {
+        let stream = match subject {
+            Subject::Floor => {
+                let id = unique_id("stream");
+                drain(&mut bench.floor.run_command(&bench.floor.bundle(&id, &dd)?, &id))?
+            }
+            Subject::Shim(shim) => shim_stream(&lab, bench, shim, &dd)?,
+        };
+        if stream.bytes != bytes {
+            bail!("read {} bytes, dd wrote {bytes}", stream.bytes);
+        }
+        Ok(rate(bytes, stream.streaming))
+    })?;
+    let mut metric = Metric::new(
+        "direct_stdout_mb_s",
+        format!(
+            "stdout throughput, shim alone, {} MiB: the bench reads the stdout FIFO (first byte → EOF)",
+            bytes >> 20
+        ),
+        "MB/s",
+        Better::Higher,
+    );
+    fill(&mut metric, &subjects, results);
+    Ok(vec![metric])
+}
+
+/// One stream through `shim`: Create with a stdout FIFO, Start, read it to EOF, Wait, Delete.
+fn shim_stream(lab: &Lab, bench: &Bench<'_>, shim: &Shim, dd: &[&str]) -> Result<Stream> {
+    let trial = Trial::launch(lab, bench, shim, dd)?;
+    let mut create = trial.create.clone();
+    let mut reader = fifo_reader(&trial.bundle.join("stdout"), &mut create.stdout)?;
+    // containerd's Go shim takes stdout and stderr together; dd's few lines of stderr wait
+    // unread in the FIFO.
+    let _stderr = fifo_reader(&trial.bundle.join("stderr"), &mut create.stderr)?;
+    let client = trial.daemon()?.client();
+    let started = Instant::now();
+    client.create(&create)?;
+    client.start(&trial.id, "")?;
+    // The shim opened its writer in Create and closes it once the output has ended.
+    let (bytes, first, eof) = read_to_eof(&mut reader).context("read the stdout fifo")?;
+    let exit = client.wait(&trial.id, "")?;
+    client.delete(&trial.id, "")?;
+    if exit.status != 0 {
+        bail!("dd exited with status {}", exit.status);
+    }
+    Ok(Stream {
+        bytes,
+        streaming: first.map_or(Duration::ZERO, |first| eof.duration_since(first)),
+        total: eof.duration_since(started),
+    })
+}
+
+/// Makes a FIFO at `fifo`, names it in `field` and returns its read end, opened at once (no
+/// writer yet) and then made blocking.
+fn fifo_reader(fifo: &Path, field: &mut String) -> Result<File> {
+    sys::mkfifo(fifo, 0o600).context("mkfifo")?;
+    *field = fifo.display().to_string();
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .context("open the stdout fifo")?;
+    // SAFETY: F_SETFL on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("make the stdout fifo blocking");
+    }
+    Ok(file)
+}
+
+/// Reads `source` to EOF in 1 MiB reads: the byte count, the first byte's time and EOF's.
+fn read_to_eof(source: &mut impl Read) -> std::io::Result<(u64, Option<Instant>, Instant)> {
+    let mut buf = vec![0_u8; 1 << 20];
+    let (mut bytes, mut first) = (0_u64, None);
+    loop {
+        let n = source.read(&mut buf)?;
+        if n == 0 {
+            return Ok((bytes, first, Instant::now()));
+        }
+        first.get_or_insert_with(Instant::now);
+        bytes += n as u64;
+    }
+}
+
 /// Runs `cmd` with stdout drained by a reader thread that timestamps first byte and EOF.
 fn drain(cmd: &mut Command) -> Result<Stream> {
     let mut stderr = tempfile::tempfile().context("stderr temp file")?;
@@ -84,20 +183,7 @@ fn drain(cmd: &mut Command) -> Result<Stream> {
         .spawn()
         .with_context(|| format!("spawn {}", proc::describe(cmd)))?;
     let mut pipe = child.stdout.take().context("stdout piped")?;
-    let reader = thread::spawn(
-        move || -> std::io::Result<(u64, Option<Instant>, Instant)> {
-            let mut buf = vec![0_u8; 1 << 20];
-            let (mut bytes, mut first) = (0_u64, None);
-            loop {
-                let n = pipe.read(&mut buf)?;
-                if n == 0 {
-                    return Ok((bytes, first, Instant::now()));
-                }
-                first.get_or_insert_with(Instant::now);
-                bytes += n as u64;
-            }
-        },
-    );
+    let reader = thread::spawn(move || read_to_eof(&mut pipe));
     let status = proc::wait_deadline(&mut child, DEADLINE).with_context(|| proc::describe(cmd))?;
     let total = started.elapsed();
     let (bytes, first, eof) = reader
