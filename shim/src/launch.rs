@@ -1,10 +1,11 @@
 //! The `start` action: claim the socket, fork the daemon, tell containerd where it listens.
 //!
 //! containerd reads `start`'s combined stdout and stderr until EOF (docs/protocol.md §1.3), so
-//! `start` prints only the address, then points both where the daemon keeps them before it
-//! forks: the daemon never holds containerd's pipe, and EOF comes as `start` exits, however
-//! late the daemon first runs. The listener is bound here, before the daemon exists: the
-//! socket accepts connections the moment `start` exits, with no readiness handshake.
+//! `start` points both where the daemon keeps them before it forks, with one copy of the pipe
+//! kept aside: the daemon closes that copy first thing, and `start` prints the address on it
+//! and exits while the daemon sets itself up on the other CPU. The listener is bound here,
+//! before the daemon exists: the socket accepts connections the moment `start` exits, with
+//! no readiness handshake.
 //!
 //! The daemon is `start` forked, not a second exec of the binary: it goes straight on to serve
 //! with the listener and the options `start` already holds, which saves the exec, the libc's
@@ -17,10 +18,12 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{fork, ForkResult};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::daemon;
 use crate::flags::Flags;
@@ -73,6 +76,9 @@ pub enum StartError {
     /// The address could not be printed.
     #[error("failed to print the address")]
     PrintAddress(#[source] io::Error),
+    /// containerd's pipe could not be kept aside for the address.
+    #[error("failed to duplicate stdout")]
+    KeepOutput(#[source] io::Error),
     /// stdio could not be pointed where the daemon keeps it.
     #[error("failed to hand stdio over to the daemon")]
     HandOverStdio(#[source] daemon::DaemonError),
@@ -91,8 +97,9 @@ pub enum StartError {
 /// served and stopped.
 ///
 /// # Errors
-/// Any failure before the fork, with the socket this call bound removed (after the address
-/// is printed, errors reach containerd's log instead); in the daemon, a setup failure.
+/// Any failure of `start` (once stdio is handed over, printed on containerd's log FIFO), with
+/// the socket this call bound removed and the daemon, if forked, killed; in the daemon, a
+/// setup failure.
 pub fn start<R: Runtime>(flags: &Flags) -> Result<(), StartError> {
     let bundle = std::env::current_dir().map_err(StartError::Cwd)?;
     // Decoded and dropped: the forked daemon keeps start's stack for its whole life.
@@ -108,31 +115,39 @@ pub fn start<R: Runtime>(flags: &Flags) -> Result<(), StartError> {
 
     let Claim::Listening(listener) = claim(&path)? else {
         write_address(&bundle, &address)?;
-        return print_address(&address);
+        return print_address(io::stdout(), &address);
     };
-    // Everything the daemon inherits is settled before the fork, its stdio too: `start`
-    // then only exits, and containerd's pipe reaches EOF with it.
+    // Everything the daemon inherits is settled before the fork, its stdio too; the address
+    // is printed after it, while the daemon already sets itself up.
     let shim_cgroup = input.runtime_options().and_then(R::shim_cgroup);
     let forked = place_self(shim_cgroup.as_deref())
         .and_then(|()| write_address(&bundle, &address))
-        .and_then(|()| print_address(&address))
-        .and_then(|()| daemon::redirect_stdio().map_err(StartError::HandOverStdio))
-        .and_then(|()| fork_daemon::<R>(flags, &input, listener.into()));
-    match forked {
-        Ok(Forked::Parent) => Ok(()),
-        Ok(Forked::Daemon(served)) => served.map_err(StartError::Serve),
-        Err(error) => {
-            // The socket was ours: leave no file that looks like a live shim's.
-            let _ = std::fs::remove_file(&path);
-            Err(error)
+        .and_then(|()| hand_over_stdio())
+        .and_then(|output| fork_daemon::<R>(flags, &input, listener.into(), output));
+    let printed = match forked {
+        Ok(Forked::Parent { daemon, output }) => {
+            let printed = print_address(&output, &address);
+            if printed.is_err() {
+                // containerd will not learn where it listens: it must not live on.
+                let _ = kill(daemon, Signal::SIGKILL);
+                let _ = waitpid(daemon, None);
+            }
+            printed
         }
+        Ok(Forked::Daemon(served)) => return served.map_err(StartError::Serve),
+        Err(error) => Err(error),
+    };
+    if printed.is_err() {
+        // The socket was ours: leave no file that looks like a live shim's.
+        let _ = std::fs::remove_file(&path);
     }
+    printed
 }
 
 /// Which side of the fork [`fork_daemon`] returned in.
 enum Forked {
-    /// `start`.
-    Parent,
+    /// `start`, with the daemon's pid and containerd's pipe.
+    Parent { daemon: Pid, output: OwnedFd },
     /// The daemon, after serving.
     Daemon(Result<(), daemon::DaemonError>),
 }
@@ -148,12 +163,23 @@ fn read_stdin() -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes the address on stdout, unbuffered: std's stdout would keep a buffer for the
-/// daemon's whole life.
-fn print_address(address: &str) -> Result<(), StartError> {
+/// Points stdio where the daemon keeps it (/dev/null, the log FIFO) and returns containerd's
+/// pipe, kept close-on-exec to print the address on.
+fn hand_over_stdio() -> Result<OwnedFd, StartError> {
+    let output = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(StartError::KeepOutput)?;
+    daemon::redirect_stdio().map_err(StartError::HandOverStdio)?;
+    Ok(output)
+}
+
+/// Writes the address on `output` (stdout, or containerd's pipe kept by [`hand_over_stdio`]),
+/// unbuffered: std's stdout would keep a buffer for the daemon's whole life.
+fn print_address(output: impl AsFd, address: &str) -> Result<(), StartError> {
     let mut rest = address.as_bytes();
     while !rest.is_empty() {
-        match nix::unistd::write(io::stdout(), rest) {
+        match nix::unistd::write(&output, rest) {
             Ok(written) => rest = &rest[written..],
             Err(nix::errno::Errno::EINTR) => {}
             Err(errno) => return Err(StartError::PrintAddress(errno.into())),
@@ -171,11 +197,14 @@ fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
         .map_err(|source| StartError::WriteAddress { path, source })
 }
 
-/// Forks the daemon; in the child it serves until shut down before returning.
+/// Forks the daemon; in the child it serves until shut down before returning. The child
+/// closes `output` (containerd's pipe) before anything else, so that containerd sees EOF
+/// once `start` has printed and exited, without waiting for the daemon's set-up.
 fn fork_daemon<R: Runtime>(
     flags: &Flags,
     input: &StartInput,
     listener: OwnedFd,
+    output: OwnedFd,
 ) -> Result<Forked, StartError> {
     let mut daemon_flags = flags.clone();
     daemon_flags.debug |= input.wants_debug();
@@ -183,13 +212,19 @@ fn fork_daemon<R: Runtime>(
     // process: no lock in it is held by a thread the fork left behind, and it may go on
     // running the same program (allocating, logging, starting threads) as the daemon.
     match unsafe { fork() }.map_err(StartError::ForkDaemon)? {
-        ForkResult::Child => Ok(Forked::Daemon(daemon::serve_forked::<R>(
-            &daemon_flags,
-            listener,
-            input,
-        ))),
+        ForkResult::Child => {
+            drop(output);
+            Ok(Forked::Daemon(daemon::serve_forked::<R>(
+                &daemon_flags,
+                listener,
+                input,
+            )))
+        }
         // The daemon holds its own copy of the listener now; this one closes on return.
-        ForkResult::Parent { .. } => Ok(Forked::Parent),
+        ForkResult::Parent { child } => Ok(Forked::Parent {
+            daemon: child,
+            output,
+        }),
     }
 }
 
