@@ -113,16 +113,7 @@ impl WrenVm {
             return Ok(Arc::clone(vm));
         }
         let config = Config::from_env().map_err(crate::vm::VmError::from)?;
-        // Under TCG a boot now and then hangs before the kernel prints anything (cause not
-        // found; see the guide's limits): such a VM is torn down and booted once more.
-        let vm = match Vm::boot(&config, &self.monitor, &self.key) {
-            Err(crate::vm::VmError::Timeout(after, console)) => {
-                log::warn!("no answer from the guest in {after:?} ({console}); booting again");
-                Vm::boot(&config, &self.monitor, &self.key)?
-            }
-            booted => booted?,
-        };
-        let vm = Arc::new(vm);
+        let vm = Arc::new(Vm::boot_with_retries(&config, &self.monitor, &self.key)?);
         *slot = Some(Arc::clone(&vm));
         Ok(vm)
     }

@@ -22,9 +22,12 @@ use wren_shim_protocol::vm_agent::{AgentClient, Empty};
 use crate::config::Config;
 use crate::initramfs::{self, InitramfsError};
 
-/// How long a guest may take from QEMU's start to the agent's first answer (TCG boots in
-/// about 2 s on an idle machine; a loaded one can take several times that).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each boot but the last may take, from QEMU's start to the agent's first answer,
+/// before it is torn down for another: under TCG a boot now and then hangs (cause not found;
+/// see the guide's limits), while a good one answers in about 7 s on a busy 2-CPU machine.
+const RETRIED_BOOT_TIMEOUTS: [Duration; 2] = [Duration::from_secs(20), Duration::from_secs(30)];
+/// How long the last boot may take.
+const LAST_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long QEMU may take to connect to the agent socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a powered-off guest's QEMU may take to exit before it is killed.
@@ -111,7 +114,31 @@ impl std::fmt::Debug for Vm {
 
 impl Vm {
     /// Boots a VM in `<run dir>/<key>` and waits for its agent.
-    pub fn boot(config: &Config, monitor: &Monitor, key: &str) -> Result<Self, VmError> {
+    /// Boots a VM, and boots again after a boot that hangs: up to three boots, each given
+    /// longer than the one before.
+    pub fn boot_with_retries(
+        config: &Config,
+        monitor: &Monitor,
+        key: &str,
+    ) -> Result<Self, VmError> {
+        for timeout in RETRIED_BOOT_TIMEOUTS {
+            match Self::boot(config, monitor, key, timeout) {
+                Err(VmError::Timeout(after, console)) => {
+                    log::warn!("no answer from the guest in {after:?} ({console}); booting again");
+                }
+                booted => return booted,
+            }
+        }
+        Self::boot(config, monitor, key, LAST_BOOT_TIMEOUT)
+    }
+
+    /// Boots a VM whose agent must answer within `boot_timeout` of QEMU's start.
+    fn boot(
+        config: &Config,
+        monitor: &Monitor,
+        key: &str,
+        boot_timeout: Duration,
+    ) -> Result<Self, VmError> {
         let image = initramfs::ensure(config, Some(monitor))?;
         let dir = prepare_dir(&config.run_dir, key)?;
         let share = dir.join("share");
@@ -147,7 +174,7 @@ impl Vm {
         // One Ping: it sits in the socket until the guest opens its port, and is answered
         // as soon as the agent serves.
         let started = Instant::now();
-        let timeout = i64::try_from(BOOT_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
+        let timeout = i64::try_from(boot_timeout.as_nanos()).unwrap_or(i64::MAX);
         match agent.ping(ttrpc::context::with_timeout(timeout), &Empty::new()) {
             Ok(_) => {}
             Err(ttrpc::Error::Others(_) | ttrpc::Error::LocalClosed)
@@ -155,9 +182,9 @@ impl Vm {
             {
                 return Err(exited(&waiter, &dir));
             }
-            Err(error) if started.elapsed() >= BOOT_TIMEOUT => {
+            Err(error) if started.elapsed() >= boot_timeout => {
                 log::warn!("boot ping: {error}");
-                return Err(VmError::Timeout(BOOT_TIMEOUT, console_tail(&dir)));
+                return Err(VmError::Timeout(boot_timeout, console_tail(&dir)));
             }
             Err(error) => return Err(VmError::Agent(error)),
         }
