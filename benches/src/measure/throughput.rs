@@ -120,17 +120,22 @@ pub fn stdout_shim_alone(bench: &Bench<'_>) -> Result<Vec<Metric>> {
 fn shim_stream(lab: &Lab, bench: &Bench<'_>, shim: &Shim, dd: &[&str]) -> Result<Stream> {
     let trial = Trial::launch(lab, bench, shim, dd)?;
     let mut create = trial.create.clone();
-    let mut reader = fifo_reader(&trial.bundle.join("stdout"), &mut create.stdout)?;
+    let mut stdout = fifo_reader(&trial.bundle.join("stdout"), &mut create.stdout)?;
     // containerd's Go shim takes stdout and stderr together; dd's few lines of stderr wait
     // unread in the FIFO.
     let _stderr = fifo_reader(&trial.bundle.join("stderr"), &mut create.stderr)?;
     let client = trial.daemon()?.client();
     let started = Instant::now();
     client.create(&create)?;
-    client.start(&trial.id, "")?;
     // The shim opened its writer in Create and closes it once the output has ended.
-    let (bytes, first, eof) = read_to_eof(&mut reader).context("read the stdout fifo")?;
+    let (sender, read) = std::sync::mpsc::channel();
+    thread::spawn(move || sender.send(read_to_eof(&mut stdout)));
+    client.start(&trial.id, "")?;
     let exit = client.wait(&trial.id, "")?;
+    let (bytes, first, eof) = read
+        .recv_timeout(DEADLINE)
+        .context("the stdout fifo still open after the exit")?
+        .context("read the stdout fifo")?;
     client.delete(&trial.id, "")?;
     if exit.status != 0 {
         bail!("dd exited with status {}", exit.status);
@@ -151,10 +156,11 @@ fn fifo_reader(fifo: &Path, field: &mut String) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(fifo)
-        .context("open the stdout fifo")?;
+        .with_context(|| format!("open {}", fifo.display()))?;
     // SAFETY: F_SETFL on a descriptor this function owns; no memory is passed.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("make the stdout fifo blocking");
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("make {} blocking", fifo.display()));
     }
     Ok(file)
 }

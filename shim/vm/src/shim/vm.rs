@@ -113,7 +113,6 @@ impl std::fmt::Debug for Vm {
 }
 
 impl Vm {
-    /// Boots a VM in `<run dir>/<key>` and waits for its agent.
     /// Boots a VM, and boots again after a boot that hangs: up to three boots, each given
     /// longer than the one before.
     pub fn boot_with_retries(
@@ -132,7 +131,8 @@ impl Vm {
         Self::boot(config, monitor, key, LAST_BOOT_TIMEOUT)
     }
 
-    /// Boots a VM whose agent must answer within `boot_timeout` of QEMU's start.
+    /// Boots a VM in `<run dir>/<key>` and waits for its agent, which must answer within
+    /// `boot_timeout` of QEMU's start.
     fn boot(
         config: &Config,
         monitor: &Monitor,
