@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{kill, Signal};
@@ -115,7 +115,7 @@ pub fn start<R: Runtime>(flags: &Flags) -> Result<(), StartError> {
 
     let Claim::Listening(listener) = claim(&path)? else {
         write_address(&bundle, &address)?;
-        return print_address(io::stdout(), &address);
+        return print_address(stdout(), &address);
     };
     // Everything the daemon inherits is settled before the fork, its stdio too; the address
     // is printed after it, while the daemon already sets itself up.
@@ -166,16 +166,22 @@ fn read_stdin() -> io::Result<Vec<u8>> {
 /// Points stdio where the daemon keeps it (/dev/null, the log FIFO) and returns containerd's
 /// pipe, kept close-on-exec to print the address on.
 fn hand_over_stdio() -> Result<OwnedFd, StartError> {
-    let output = io::stdout()
-        .as_fd()
+    let output = stdout()
         .try_clone_to_owned()
         .map_err(StartError::KeepOutput)?;
     daemon::redirect_stdio().map_err(StartError::HandOverStdio)?;
     Ok(output)
 }
 
+/// fd 1, borrowed without std's `Stdout`, whose first use allocates a buffer that the forked
+/// daemon would keep for its whole life.
+fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open while the process runs: `start` only ever dup2s over it.
+    unsafe { BorrowedFd::borrow_raw(libc::STDOUT_FILENO) }
+}
+
 /// Writes the address on `output` (stdout, or containerd's pipe kept by [`hand_over_stdio`]),
-/// unbuffered: std's stdout would keep a buffer for the daemon's whole life.
+/// unbuffered.
 fn print_address(output: impl AsFd, address: &str) -> Result<(), StartError> {
     let mut rest = address.as_bytes();
     while !rest.is_empty() {

@@ -145,7 +145,6 @@ pub type Annotations = HashMap<String, String>;
 /// `start` is on the path of every container's start-up.
 #[derive(serde::Deserialize)]
 struct SpecAnnotations {
-    #[serde(default)]
     annotations: Option<Annotations>,
 }
 
